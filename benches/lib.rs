@@ -1,0 +1,1 @@
+//! Shared helpers for the benchmarks (bench targets are declared in Cargo.toml).

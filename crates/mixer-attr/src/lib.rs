@@ -1,0 +1,21 @@
+//! Attribute values, the attribute vocabulary, attribute bags and referenced-attribute tracking.
+//!
+//! Everything the pipeline evaluates is an *attribute*: a name from a [`Vocabulary`] (interned to
+//! an [`AttrId`] at config time) bound to a typed [`Value`]. Hosts fill an [`Attributes`] bag per
+//! request, borrowing strings from their own buffers where they can; attribute-producing adapters
+//! add a layer on top without copying ([`LayeredBag`]). Expressions record which attributes they
+//! looked at in a [`ReferencedAttributes`]; the check cache keys on that record.
+#![forbid(unsafe_code)]
+
+mod bag;
+pub mod json;
+mod referenced;
+mod time_values;
+mod value;
+mod vocabulary;
+
+pub use bag::{Attributes, Bag, LayeredBag};
+pub use referenced::{Presence, Reference, ReferenceRecorder, ReferencedAttributes};
+pub use time_values::{Duration, Timestamp, TimeParseError};
+pub use value::{StringMap, StringMapRef, StringMapView, Value, ValueType, ValueTypeParseError};
+pub use vocabulary::{well_known, AttrId, Vocabulary, VocabularyError, ISTIO_ATTRIBUTES};

@@ -1,0 +1,1 @@
+//! Generated protobuf types (placeholder until the schema lands).

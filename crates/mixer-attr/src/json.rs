@@ -39,7 +39,11 @@ fn shape(ty: ValueType) -> &'static str {
 
 fn short(j: &Json) -> String {
     let s = j.to_string();
-    if s.len() > 60 { format!("{}...", &s[..s.floor_char_boundary(57)]) } else { s }
+    if s.chars().count() > 60 {
+        format!("{}...", s.chars().take(57).collect::<String>())
+    } else {
+        s
+    }
 }
 
 /// Parses `json` as a value of type `ty`; `name` is used in the error message.

@@ -1,0 +1,24 @@
+//! Built-in adapters that run in process.
+//!
+//! - [`denier`]: always denies with a configured status (templates `checknothing`, `listentry`,
+//!   `quota`).
+//! - [`stdio`]: writes `logentry` instances as text or JSON lines to stdout, stderr or a file.
+//!
+//! [`registry`] returns an [`AdapterRegistry`] with every adapter of this crate.
+#![forbid(unsafe_code)]
+
+pub mod denier;
+mod duration_param;
+pub mod stdio;
+
+use std::sync::Arc;
+
+use mixer_core::AdapterRegistry;
+
+/// A registry with every built-in adapter.
+pub fn registry() -> AdapterRegistry {
+    let mut r = AdapterRegistry::new();
+    r.register(Arc::new(denier::DenierAdapter));
+    r.register(Arc::new(stdio::StdioAdapter::default()));
+    r
+}

@@ -1,0 +1,240 @@
+//! Adapter traits: what a backend (or attribute producer) implements to plug into the pipeline.
+//!
+//! An [`Adapter`] is registered once by name (`denier`, `prometheus`, ...) and declares the
+//! templates it accepts. For each configured handler it builds a [`Handler`] from the handler's
+//! params and the instances routed to it; the handler then serves requests through the trait of
+//! its kind: [`CheckHandler`], [`QuotaHandler`], [`ReportHandler`], [`MutationHandler`] or
+//! [`AttributeProducer`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mixer_attr::{Attributes, Duration};
+
+use crate::instance::{CompiledInstance, InstanceView};
+use crate::pal::{Dispatcher, Platform};
+use crate::pending::Poll;
+use crate::status::Status;
+
+/// Handler params as written in config (YAML and protobuf `Struct` both map onto JSON values).
+pub type Params = serde_json::Value;
+
+/// Everything an adapter needs to build a handler.
+pub struct HandlerConfig<'a> {
+    /// The handler's name (`denyreviewsv3handler.istio-system`).
+    pub name: &'a str,
+    pub params: &'a Params,
+    /// The instances that rules route to this handler.
+    pub instances: &'a [Arc<CompiledInstance>],
+    pub platform: &'a Platform,
+}
+
+impl fmt::Debug for HandlerConfig<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerConfig")
+            .field("name", &self.name)
+            .field("params", &self.params)
+            .field("instances", &self.instances.len())
+            .finish()
+    }
+}
+
+/// A handler could not be built from its config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AdapterError {
+    /// The params field at fault (`params.entryType`), when there is one.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl AdapterError {
+    /// An error about `field`.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AdapterError { field: Some(field.into()), message: message.into() }
+    }
+    /// An error about the handler as a whole.
+    pub fn new(message: impl Into<String>) -> Self {
+        AdapterError { field: None, message: message.into() }
+    }
+}
+
+/// A kind of backend, registered by name.
+pub trait Adapter: Send + Sync {
+    /// The adapter's name in config (`adapter: denier`, `compiledAdapter: denier`).
+    fn name(&self) -> &'static str;
+    /// The templates its handlers accept.
+    fn templates(&self) -> &'static [&'static str];
+    /// Builds a handler. Called at config time, never on the request path.
+    fn build(&self, config: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError>;
+}
+
+/// A configured backend. Implement the `as_*` accessors for the kinds it serves.
+pub trait Handler: Send + Sync {
+    fn as_check(&self) -> Option<&dyn CheckHandler> {
+        None
+    }
+    fn as_quota(&self) -> Option<&dyn QuotaHandler> {
+        None
+    }
+    fn as_report(&self) -> Option<&dyn ReportHandler> {
+        None
+    }
+    fn as_mutation(&self) -> Option<&dyn MutationHandler> {
+        None
+    }
+    fn as_attribute_producer(&self) -> Option<&dyn AttributeProducer> {
+        None
+    }
+    /// Sends anything buffered (called on config swap and shutdown).
+    fn flush(&self) {}
+}
+
+/// What a check or quota handler may use while serving a request.
+pub struct RequestContext<'a> {
+    /// The worker thread's dispatcher (timers, callouts).
+    pub dispatcher: &'a Arc<dyn Dispatcher>,
+}
+
+impl fmt::Debug for RequestContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestContext")
+    }
+}
+
+/// A backend's precondition answer.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CheckResult {
+    pub status: Status,
+    /// How long the answer may be reused for requests with the same referenced attributes.
+    pub valid_duration: Duration,
+    /// How many requests may reuse it.
+    pub valid_use_count: i32,
+    /// Named outputs a rule's header operations can read as `<action>.output.<field>`.
+    pub outputs: Vec<(String, String)>,
+}
+
+impl CheckResult {
+    /// Allow, valid for `valid_duration` and `valid_use_count` uses.
+    pub fn allow(valid_duration: Duration, valid_use_count: i32) -> Self {
+        CheckResult { status: Status::ok(), valid_duration, valid_use_count, outputs: Vec::new() }
+    }
+    /// Deny with `status`.
+    pub fn deny(status: Status, valid_duration: Duration, valid_use_count: i32) -> Self {
+        CheckResult { status, valid_duration, valid_use_count, outputs: Vec::new() }
+    }
+}
+
+/// Serves `check`-variety templates.
+pub trait CheckHandler: Send + Sync {
+    fn check(&self, instance: &InstanceView<'_>, ctx: &RequestContext<'_>) -> Poll<CheckResult>;
+}
+
+/// Arguments of a quota allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct QuotaArgs {
+    /// Units requested.
+    pub amount: i64,
+    /// Grant fewer than requested rather than none.
+    pub best_effort: bool,
+    /// Identifies a retried request so it is not charged twice.
+    pub deduplication_id: String,
+}
+
+/// A quota backend's answer.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct QuotaResult {
+    pub status: Status,
+    pub granted: i64,
+    /// How long the granted units remain valid.
+    pub valid_duration: Duration,
+}
+
+/// Serves `quota`-variety templates.
+pub trait QuotaHandler: Send + Sync {
+    fn allocate(
+        &self,
+        instance: &InstanceView<'_>,
+        args: &QuotaArgs,
+        ctx: &RequestContext<'_>,
+    ) -> Poll<QuotaResult>;
+}
+
+/// Serves `report`-variety templates. Called inline on the request path: buffer, don't block.
+pub trait ReportHandler: Send + Sync {
+    fn report(&self, instances: &[InstanceView<'_>]);
+}
+
+/// A header change produced by mutation or by a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderChange {
+    Set(String, String),
+    Append(String, String),
+    Remove(String),
+}
+
+/// One request or response message passing through mutation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MutationMessage {
+    pub header_changes: Vec<HeaderChange>,
+    /// The body, when the handler replaced it.
+    pub body: Option<Bytes>,
+}
+
+/// Serves `mutation`-variety templates.
+pub trait MutationHandler: Send + Sync {
+    /// Rewrites `message` given the instance and the current body.
+    fn mutate(
+        &self,
+        instance: &InstanceView<'_>,
+        body: &[u8],
+        message: &mut MutationMessage,
+    ) -> Result<(), Status>;
+}
+
+/// An attribute-producing adapter: adds attributes (bound as `$out.*`) before the transform.
+pub trait AttributeProducer: Send + Sync {
+    /// Writes its outputs into `out`, keyed by the ids of the adapter's output vocabulary.
+    fn produce(&self, instance: &InstanceView<'_>, out: &mut Attributes<'static>) -> Result<(), Status>;
+}
+
+/// The adapters a build offers, by name.
+#[derive(Clone, Default)]
+pub struct AdapterRegistry {
+    adapters: HashMap<&'static str, Arc<dyn Adapter>>,
+}
+
+impl fmt::Debug for AdapterRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.adapters.keys().collect();
+        names.sort();
+        f.debug_struct("AdapterRegistry").field("adapters", &names).finish()
+    }
+}
+
+impl AdapterRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `adapter` (replacing one of the same name).
+    pub fn register(&mut self, adapter: Arc<dyn Adapter>) -> &mut Self {
+        self.adapters.insert(adapter.name(), adapter);
+        self
+    }
+
+    /// The adapter named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Adapter>> {
+        self.adapters.get(name)
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.adapters.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}

@@ -1,0 +1,228 @@
+//! The check cache: reuse a backend's decision for requests whose referenced attributes hold
+//! the same values, within the decision's validity duration and use count.
+//!
+//! Better than the C++ Mixer client on each point: the full key is stored and compared (a hash
+//! collision can never return another request's decision); the use count is decremented under
+//! the entry's shard lock, so concurrent hits never serve more uses than granted; the shards are
+//! independent (no global lock on the hit path) and the shape list is read lock-free.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use lru::LruCache;
+use mixer_attr::{Bag, ReferencedAttributes};
+use parking_lot::Mutex;
+
+use super::key::{KeyShape, ShapeKey, shard_of};
+use crate::decision::Decision;
+use crate::pal::MonoTime;
+
+/// Check cache settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckCacheConfig {
+    /// Maximum number of cached decisions; 0 disables the cache.
+    pub max_entries: usize,
+    /// Independent LRU shards (more shards, less contention).
+    pub shards: usize,
+    /// Maximum number of distinct reference shapes tracked.
+    pub max_shapes: usize,
+}
+
+impl Default for CheckCacheConfig {
+    fn default() -> Self {
+        CheckCacheConfig { max_entries: 10_000, shards: 16, max_shapes: 64 }
+    }
+}
+
+/// Cache counters.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub inserts: AtomicU64,
+    /// Entries pushed out by the LRU bound.
+    pub evictions: AtomicU64,
+    /// Entries dropped because their duration or use count ran out.
+    pub expirations: AtomicU64,
+    /// Decisions not cached because their shape would exceed `max_shapes`.
+    pub shape_overflows: AtomicU64,
+}
+
+impl CacheStats {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A key computed when a check starts, to store its decision when it completes.
+#[derive(Debug)]
+pub struct PreparedKey {
+    key: ShapeKey,
+    generation: u64,
+}
+
+struct Entry {
+    decision: Arc<Decision>,
+    expires: MonoTime,
+    uses_left: i32,
+}
+
+/// The check cache. Share it between worker threads (`Arc`).
+pub struct CheckCache {
+    config: CheckCacheConfig,
+    shapes: ArcSwap<Vec<Arc<KeyShape>>>,
+    shards: Vec<Mutex<LruCache<ShapeKey, Entry>>>,
+    stats: CacheStats,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for CheckCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckCache").field("config", &self.config).field("len", &self.len()).finish()
+    }
+}
+
+thread_local! {
+    static KEY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl CheckCache {
+    /// A cache with `config`.
+    pub fn new(config: CheckCacheConfig) -> CheckCache {
+        let shards = config.shards.max(1);
+        let per_shard = config.max_entries.div_ceil(shards).max(1);
+        let cap = NonZeroUsize::new(per_shard).unwrap_or(NonZeroUsize::MIN);
+        CheckCache {
+            config,
+            shapes: ArcSwap::from_pointee(Vec::new()),
+            shards: (0..shards).map(|_| Mutex::new(LruCache::new(cap))).collect(),
+            stats: CacheStats::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Number of cached decisions.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every decision and shape (on config swap: decisions depend on the rules).
+    /// Decisions of checks that started before the clear are not stored when they complete.
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for s in &self.shards {
+            s.lock().clear();
+        }
+        self.shapes.store(Arc::new(Vec::new()));
+    }
+
+    /// A cached decision for the request in `bag`, consuming one use.
+    pub fn lookup(&self, bag: &dyn Bag, now: MonoTime) -> Option<Arc<Decision>> {
+        if self.config.max_entries == 0 {
+            return None;
+        }
+        let shapes = self.shapes.load();
+        let found = KEY_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            for (id, shape) in shapes.iter().enumerate() {
+                let Some(key) = shape.key(id as u32, bag, &mut buf) else { continue };
+                let mut shard = self.shards[shard_of(&key, self.shards.len())].lock();
+                let Some(entry) = shard.get_mut(&key) else { continue };
+                if entry.expires <= now || entry.uses_left <= 0 {
+                    shard.pop(&key);
+                    CacheStats::inc(&self.stats.expirations);
+                    continue;
+                }
+                entry.uses_left -= 1;
+                let decision = entry.decision.clone();
+                if entry.uses_left == 0 {
+                    shard.pop(&key);
+                    CacheStats::inc(&self.stats.expirations);
+                }
+                return Some(decision);
+            }
+            None
+        });
+        CacheStats::inc(if found.is_some() { &self.stats.hits } else { &self.stats.misses });
+        found
+    }
+
+    /// Caches `decision` for requests that match `bag` on its referenced attributes, for its
+    /// valid use count further requests (the request that produced it does not count, as in the
+    /// C++ client). Decisions with no use count or no duration are not cached, nor are decisions
+    /// whose references do not fit `bag` (a backend that claims an attribute absent which the
+    /// request carries).
+    pub fn insert(&self, decision: Arc<Decision>, bag: &dyn Bag, now: MonoTime) {
+        if let Some(key) = self.prepare(&decision.referenced, bag) {
+            self.insert_prepared(key, decision, now);
+        }
+    }
+
+    /// Computes the key of `bag` for a decision that will reference `referenced`.
+    pub fn prepare(&self, referenced: &ReferencedAttributes, bag: &dyn Bag) -> Option<PreparedKey> {
+        if self.config.max_entries == 0 {
+            return None;
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let Some(id) = self.shape_id(KeyShape::new(referenced)) else {
+            CacheStats::inc(&self.stats.shape_overflows);
+            return None;
+        };
+        let shapes = self.shapes.load();
+        let mut buf = Vec::new();
+        let key = shapes.get(id)?.key(id as u32, bag, &mut buf)?;
+        Some(PreparedKey { key, generation })
+    }
+
+    /// Stores `decision` under a key from [`CheckCache::prepare`].
+    pub fn insert_prepared(&self, prepared: PreparedKey, decision: Arc<Decision>, now: MonoTime) {
+        if decision.valid_use_count <= 0 || prepared.generation != self.generation.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(ttl) = decision.valid_duration.to_std().filter(|d| !d.is_zero()) else { return };
+        let key = prepared.key;
+        let entry = Entry { expires: now.plus(ttl), uses_left: decision.valid_use_count, decision };
+        let mut shard = self.shards[shard_of(&key, self.shards.len())].lock();
+        if let Some((old_key, _)) = shard.push(key.clone(), entry) {
+            if old_key != key {
+                CacheStats::inc(&self.stats.evictions);
+            }
+        }
+        CacheStats::inc(&self.stats.inserts);
+    }
+
+    fn shape_id(&self, shape: KeyShape) -> Option<usize> {
+        if let Some(i) = self.shapes.load().iter().position(|s| **s == shape) {
+            return Some(i);
+        }
+        let shape = Arc::new(shape);
+        let mut result = None;
+        self.shapes.rcu(|current| {
+            if let Some(i) = current.iter().position(|s| **s == *shape) {
+                result = Some(i);
+                return current.clone();
+            }
+            if current.len() >= self.config.max_shapes {
+                result = None;
+                return current.clone();
+            }
+            let mut next = Vec::clone(current);
+            next.push(shape.clone());
+            result = Some(next.len() - 1);
+            Arc::new(next)
+        });
+        result
+    }
+}

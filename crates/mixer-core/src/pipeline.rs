@@ -1,0 +1,532 @@
+//! The pipeline a proxy embeds: one shared [`Pipeline`] (the live config, swapped atomically)
+//! and one [`Worker`] per proxy worker thread (its dispatcher for timers, callouts and
+//! completions).
+//!
+//! `check` answers at once when every matched handler answers in process, and otherwise
+//! completes later through a callback posted to the calling worker's dispatcher (Envoy:
+//! `StopIteration`, then `continueDecoding()` or `sendLocalReply()`). Dropping or cancelling the
+//! [`CheckHandle`] guarantees the callback never runs. A request runs start to finish on the
+//! snapshot that was live when it started.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use mixer_attr::{Bag, ReferenceRecorder, ReferencedAttributes, Value};
+use parking_lot::Mutex;
+
+use crate::adapter::{CheckResult, HeaderChange, MutationMessage, QuotaArgs, QuotaResult, RequestContext};
+use crate::cache::{CheckCache, CheckCacheConfig, PreparedKey};
+use crate::decision::{Decision, DecisionBuilder};
+use crate::instance::{CompiledInstance, InstanceView};
+use crate::pal::{Dispatcher, Platform};
+use crate::pending::{Abandoned, Poll};
+use crate::snapshot::{CompiledHeaderOp, CompiledRule, FailurePolicy, HeaderOpKind, Snapshot};
+use crate::status::{Code, Status};
+
+/// Counters of the pipeline's own activity.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub checks: AtomicU64,
+    pub checks_denied: AtomicU64,
+    pub checks_pending: AtomicU64,
+    pub reports: AtomicU64,
+    pub report_instances: AtomicU64,
+    /// Instances that could not be built (an expression failed) and were skipped or failed.
+    pub instance_errors: AtomicU64,
+    /// Rule predicates that failed to evaluate (the rule is treated as not matching).
+    pub match_errors: AtomicU64,
+    /// Backend failures (errors, abandoned requests) handled by failure policy.
+    pub handler_failures: AtomicU64,
+    pub config_swaps: AtomicU64,
+}
+
+impl PipelineStats {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    current: ArcSwap<Snapshot>,
+    platform: Platform,
+    stats: PipelineStats,
+    check_cache: CheckCache,
+}
+
+/// Pipeline settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineOptions {
+    pub check_cache: CheckCacheConfig,
+}
+
+/// The shared pipeline: the live snapshot and the platform. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline").field("rules", &self.snapshot().rules.len()).finish()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline serving `snapshot`, with default options.
+    pub fn new(snapshot: Snapshot, platform: Platform) -> Pipeline {
+        Pipeline::with_options(snapshot, platform, PipelineOptions::default())
+    }
+
+    /// A pipeline serving `snapshot`.
+    pub fn with_options(snapshot: Snapshot, platform: Platform, options: PipelineOptions) -> Pipeline {
+        Pipeline {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(snapshot),
+                platform,
+                stats: PipelineStats::default(),
+                check_cache: CheckCache::new(options.check_cache),
+            }),
+        }
+    }
+
+    /// The check cache (for its counters).
+    pub fn check_cache(&self) -> &CheckCache {
+        &self.shared.check_cache
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// The platform given at construction.
+    pub fn platform(&self) -> &Platform {
+        &self.shared.platform
+    }
+
+    /// The pipeline's counters.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.shared.stats
+    }
+
+    /// Makes `next` live. Requests in flight finish on the snapshot they started with. Handlers
+    /// that `next` does not keep are flushed. Returns the previous snapshot.
+    pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
+        let next = Arc::new(next);
+        let old = self.shared.current.swap(next.clone());
+        // Cached decisions came from the old rules.
+        self.shared.check_cache.clear();
+        for h in &old.handlers {
+            let kept = next.handlers.iter().any(|n| Arc::ptr_eq(&n.handler, &h.handler));
+            if !kept {
+                h.handler.flush();
+            }
+        }
+        PipelineStats::inc(&self.shared.stats.config_swaps);
+        old
+    }
+
+    /// Flushes every handler of the live snapshot (call on shutdown).
+    pub fn flush(&self) {
+        for h in &self.snapshot().handlers {
+            h.handler.flush();
+        }
+    }
+
+    /// A handle for one worker thread.
+    pub fn worker(&self, dispatcher: Arc<dyn Dispatcher>) -> Worker {
+        Worker { pipeline: self.clone(), dispatcher }
+    }
+}
+
+/// A check's decision, and whether it came from the check cache (the `check.cache_hit`
+/// attribute of the report).
+#[derive(Clone, Debug)]
+pub struct CheckAnswer {
+    pub decision: Arc<Decision>,
+    pub cache_hit: bool,
+}
+
+impl std::ops::Deref for CheckAnswer {
+    type Target = Decision;
+    fn deref(&self) -> &Decision {
+        &self.decision
+    }
+}
+
+/// The outcome of starting a check.
+#[derive(Debug)]
+pub enum CheckStart {
+    /// Answered in process (or from the cache); the callback will not be called.
+    Done(CheckAnswer),
+    /// A backend is being asked; the callback runs later on this worker's dispatcher, unless the
+    /// handle is cancelled or dropped first.
+    Pending(CheckHandle),
+}
+
+type CheckCallback = Box<dyn FnOnce(CheckAnswer) + Send>;
+
+struct Join {
+    builder: DecisionBuilder,
+    referenced: ReferencedAttributes,
+    remaining: usize,
+    callback: Option<CheckCallback>,
+    cancelled: bool,
+    cache_key: Option<PreparedKey>,
+}
+
+/// An outstanding check. Dropping it cancels the check.
+pub struct CheckHandle {
+    join: Arc<Mutex<Join>>,
+}
+
+impl CheckHandle {
+    /// Cancels the check: the callback will never run (Envoy: `onDestroy`).
+    pub fn cancel(&self) {
+        let mut j = self.join.lock();
+        j.cancelled = true;
+        j.callback = None;
+    }
+}
+
+impl Drop for CheckHandle {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for CheckHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckHandle").field("remaining", &self.join.lock().remaining).finish()
+    }
+}
+
+/// A quota to charge in [`Worker::quota`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaRequest {
+    /// The quota instance's name (`requestcountquota`, or fully qualified).
+    pub name: String,
+    pub args: QuotaArgs,
+}
+
+/// What a report did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportSummary {
+    pub instances_sent: usize,
+    pub instance_errors: usize,
+}
+
+/// One worker thread's handle on the pipeline.
+#[derive(Clone)]
+pub struct Worker {
+    pipeline: Pipeline,
+    dispatcher: Arc<dyn Dispatcher>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+/// Whether `rule` applies to the request in `bag`.
+fn rule_matches(snapshot: &Snapshot, rule: &CompiledRule, bag: &dyn Bag, refs: &mut impl ReferenceRecorder, stats: &PipelineStats) -> bool {
+    if let (Some(scope), Some(id)) = (&rule.namespace_scope, snapshot.destination_namespace) {
+        let v = bag.get(id);
+        refs.attribute(id, v.is_some());
+        if v.as_ref().and_then(Value::as_str) != Some(&**scope) {
+            return false;
+        }
+    }
+    match &rule.predicate {
+        None => true,
+        Some(p) => match p.eval_bool(bag, refs) {
+            Ok(b) => b,
+            Err(_) => {
+                PipelineStats::inc(&stats.match_errors);
+                false
+            }
+        },
+    }
+}
+
+fn header_ops(ops: &[CompiledHeaderOp], bag: &dyn Bag, refs: &mut impl ReferenceRecorder, out: &mut dyn FnMut(HeaderChange)) {
+    for op in ops {
+        let name = op.name.to_string();
+        match op.kind {
+            HeaderOpKind::Remove => out(HeaderChange::Remove(name)),
+            HeaderOpKind::Replace | HeaderOpKind::Append => {
+                for (i, e) in op.values.iter().enumerate() {
+                    let Ok(v) = e.eval(bag, refs) else { continue };
+                    let change = if op.kind == HeaderOpKind::Replace && i == 0 {
+                        HeaderChange::Set(name.clone(), v.to_string())
+                    } else {
+                        HeaderChange::Append(name.clone(), v.to_string())
+                    };
+                    out(change);
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// The pipeline this worker belongs to.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The worker's dispatcher.
+    pub fn dispatcher(&self) -> &Arc<dyn Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Runs the precondition check for the request in `bag`.
+    pub fn check(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+        let shared = &self.pipeline.shared;
+        let stats = &shared.stats;
+        PipelineStats::inc(&stats.checks);
+        let now = shared.platform.clock.monotonic();
+        if let Some(decision) = shared.check_cache.lookup(bag, now) {
+            if !decision.is_allowed() {
+                PipelineStats::inc(&stats.checks_denied);
+            }
+            return CheckStart::Done(CheckAnswer { decision, cache_hit: true });
+        }
+        let snapshot = shared.current.load();
+        let ctx = RequestContext { dispatcher: &self.dispatcher };
+        let mut refs = ReferencedAttributes::new();
+        let mut builder = DecisionBuilder::new();
+        let mut pending = Vec::new();
+        let mut values = Vec::new();
+        for rule in &snapshot.rules {
+            if rule.check_actions.is_empty() && rule.request_header_ops.is_empty() && rule.response_header_ops.is_empty() {
+                continue;
+            }
+            if !rule_matches(&snapshot, rule, bag, &mut refs, stats) {
+                continue;
+            }
+            for action in &rule.check_actions {
+                let entry = &snapshot.handlers[action.handler];
+                let fail_open = entry.failure_policy == FailurePolicy::FailOpen;
+                let Some(handler) = entry.handler.as_check() else { continue };
+                for &i in &action.instances {
+                    let instance: &CompiledInstance = &snapshot.instances[i];
+                    if let Err(e) = instance.evaluate(bag, &mut refs, &mut values) {
+                        PipelineStats::inc(&stats.instance_errors);
+                        builder.add_failure(Code::INTERNAL, e.to_string(), fail_open, rule.experimental);
+                        continue;
+                    }
+                    let view = InstanceView { instance, values: &values };
+                    match handler.check(&view, &ctx) {
+                        Poll::Ready(r) => builder.add(&r, rule.experimental),
+                        Poll::Pending(p) => pending.push((p, fail_open, rule.experimental, entry.name.clone())),
+                    }
+                }
+            }
+            header_ops(&rule.request_header_ops, bag, &mut refs, &mut |c| builder.request_op(c));
+            header_ops(&rule.response_header_ops, bag, &mut refs, &mut |c| builder.response_op(c));
+        }
+        if pending.is_empty() {
+            let d = Arc::new(builder.finish(refs));
+            if !d.is_allowed() {
+                PipelineStats::inc(&stats.checks_denied);
+            }
+            shared.check_cache.insert(d.clone(), bag, now);
+            return CheckStart::Done(CheckAnswer { decision: d, cache_hit: false });
+        }
+        PipelineStats::inc(&stats.checks_pending);
+        let cache_key = shared.check_cache.prepare(&refs, bag);
+        let join = Arc::new(Mutex::new(Join {
+            builder,
+            referenced: refs,
+            remaining: pending.len(),
+            callback: Some(Box::new(on_complete)),
+            cancelled: false,
+            cache_key,
+        }));
+        for (p, fail_open, experimental, handler_name) in pending {
+            let join = join.clone();
+            let dispatcher = self.dispatcher.clone();
+            let pipeline = self.pipeline.clone();
+            p.on_complete(move |result: Result<CheckResult, Abandoned>| {
+                let mut j = join.lock();
+                match result {
+                    Ok(r) => j.builder.add(&r, experimental),
+                    Err(Abandoned) => {
+                        PipelineStats::inc(&pipeline.shared.stats.handler_failures);
+                        j.builder.add_failure(
+                            Code::UNAVAILABLE,
+                            format!("handler `{handler_name}` did not answer"),
+                            fail_open,
+                            experimental,
+                        );
+                    }
+                }
+                j.remaining -= 1;
+                if j.remaining > 0 || j.cancelled {
+                    return;
+                }
+                let builder = std::mem::take(&mut j.builder);
+                let refs = std::mem::take(&mut j.referenced);
+                let cache_key = j.cache_key.take();
+                drop(j);
+                let d = Arc::new(builder.finish(refs));
+                if let Some(key) = cache_key {
+                    let shared = &pipeline.shared;
+                    shared.check_cache.insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
+                }
+                let join = join.clone();
+                dispatcher.post(Box::new(move || {
+                    let callback = {
+                        let mut j = join.lock();
+                        if j.cancelled { None } else { j.callback.take() }
+                    };
+                    if let Some(cb) = callback {
+                        if !d.is_allowed() {
+                            PipelineStats::inc(&pipeline.shared.stats.checks_denied);
+                        }
+                        cb(CheckAnswer { decision: d, cache_hit: false });
+                    }
+                }));
+            });
+        }
+        CheckStart::Pending(CheckHandle { join })
+    }
+
+    /// Charges the quotas in `requests` against every matching rule's quota handler whose
+    /// instance name matches. Results are keyed by quota name. Network failures grant (fail
+    /// open), as Mixer did. Answers that need a backend complete through `on_complete`.
+    pub fn quota(
+        &self,
+        bag: &dyn Bag,
+        requests: &[QuotaRequest],
+        on_complete: impl FnOnce(Vec<(String, QuotaResult)>) + Send + 'static,
+    ) -> Option<Vec<(String, QuotaResult)>> {
+        let snapshot = self.pipeline.shared.current.load();
+        let stats = &self.pipeline.shared.stats;
+        let ctx = RequestContext { dispatcher: &self.dispatcher };
+        let mut values = Vec::new();
+        let mut ready = Vec::new();
+        let mut pending = Vec::new();
+        for rule in &snapshot.rules {
+            if rule.quota_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
+                continue;
+            }
+            for action in &rule.quota_actions {
+                let Some(handler) = snapshot.handlers[action.handler].handler.as_quota() else { continue };
+                for &i in &action.instances {
+                    let instance: &CompiledInstance = &snapshot.instances[i];
+                    let Some(req) = requests.iter().find(|r| quota_name_matches(&instance.name, &r.name)) else { continue };
+                    if instance.evaluate(bag, &mut (), &mut values).is_err() {
+                        PipelineStats::inc(&stats.instance_errors);
+                        continue;
+                    }
+                    let view = InstanceView { instance, values: &values };
+                    match handler.allocate(&view, &req.args, &ctx) {
+                        Poll::Ready(r) => ready.push((req.name.clone(), r)),
+                        Poll::Pending(p) => pending.push((req.name.clone(), req.args.amount, p)),
+                    }
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Some(ready);
+        }
+        let state = Arc::new(Mutex::new((ready, pending.len(), Some(on_complete))));
+        for (name, amount, p) in pending {
+            let state = state.clone();
+            let dispatcher = self.dispatcher.clone();
+            p.on_complete(move |r| {
+                // Fail open: a backend that does not answer grants the request.
+                let r = r.unwrap_or(QuotaResult { status: Status::ok(), granted: amount, valid_duration: mixer_attr::Duration::ZERO });
+                let mut s = state.lock();
+                s.0.push((name, r));
+                s.1 -= 1;
+                if s.1 == 0 {
+                    let results = std::mem::take(&mut s.0);
+                    if let Some(cb) = s.2.take() {
+                        dispatcher.post(Box::new(move || cb(results)));
+                    }
+                }
+            });
+        }
+        None
+    }
+
+    /// Sends the completed request in `bag` to every matching rule's report handlers.
+    /// Runs inline; handlers buffer.
+    pub fn report(&self, bag: &dyn Bag) -> ReportSummary {
+        let snapshot = self.pipeline.shared.current.load();
+        let stats = &self.pipeline.shared.stats;
+        PipelineStats::inc(&stats.reports);
+        let mut summary = ReportSummary::default();
+        let mut values: Vec<Vec<Value<'_>>> = Vec::new();
+        for rule in &snapshot.rules {
+            if rule.report_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
+                continue;
+            }
+            for action in &rule.report_actions {
+                let Some(handler) = snapshot.handlers[action.handler].handler.as_report() else { continue };
+                values.resize_with(action.instances.len(), Vec::new);
+                let mut built = Vec::with_capacity(action.instances.len());
+                for (slot, &i) in values.iter_mut().zip(&action.instances) {
+                    let ok = snapshot.instances[i].evaluate(bag, &mut (), slot).is_ok();
+                    if !ok {
+                        summary.instance_errors += 1;
+                        PipelineStats::inc(&stats.instance_errors);
+                    }
+                    built.push(ok);
+                }
+                let views: Vec<InstanceView<'_>> = action
+                    .instances
+                    .iter()
+                    .zip(&values)
+                    .zip(&built)
+                    .filter(|(_, ok)| **ok)
+                    .map(|((&i, v), _)| InstanceView { instance: &snapshot.instances[i], values: v })
+                    .collect();
+                if !views.is_empty() {
+                    summary.instances_sent += views.len();
+                    stats.report_instances.fetch_add(views.len() as u64, Ordering::Relaxed);
+                    handler.report(&views);
+                }
+            }
+        }
+        summary
+    }
+
+    /// Runs the mutation handlers of every matching rule over one message body.
+    pub fn mutate(&self, bag: &dyn Bag, body: &[u8]) -> Result<MutationMessage, Status> {
+        let snapshot = self.pipeline.shared.current.load();
+        let stats = &self.pipeline.shared.stats;
+        let mut message = MutationMessage::default();
+        let mut values = Vec::new();
+        for rule in &snapshot.rules {
+            if rule.mutation_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
+                continue;
+            }
+            for action in &rule.mutation_actions {
+                let Some(handler) = snapshot.handlers[action.handler].handler.as_mutation() else { continue };
+                for &i in &action.instances {
+                    let instance: &CompiledInstance = &snapshot.instances[i];
+                    instance
+                        .evaluate(bag, &mut (), &mut values)
+                        .map_err(|e| Status::new(Code::INTERNAL, e.to_string()))?;
+                    let current = message.body.clone();
+                    let view = InstanceView { instance, values: &values };
+                    handler.mutate(&view, current.as_deref().unwrap_or(body), &mut message)?;
+                }
+            }
+        }
+        Ok(message)
+    }
+}
+
+/// A quota request names an instance by short or qualified name.
+fn quota_name_matches(instance: &str, requested: &str) -> bool {
+    instance == requested
+        || instance.strip_prefix(requested).is_some_and(|rest| rest.starts_with('.'))
+}

@@ -1,0 +1,367 @@
+//! The pipeline end to end on virtual time, with test adapters: an asynchronous check backend
+//! reached through the PAL's HTTP callout, and a counting report backend.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use mixer_attr::{Attributes, Value, Vocabulary, well_known as wk};
+use mixer_core::adapter::{
+    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, ReportHandler,
+    RequestContext,
+};
+use mixer_core::instance::InstanceView;
+use mixer_core::pal::virtual_time::VirtualPlatform;
+use mixer_core::pal::{HttpRequest, HttpResponse, Platform, ThreadExecutor};
+use mixer_core::pending::{Poll, pending};
+use mixer_core::snapshot::json_to_struct;
+use mixer_core::{
+    AdapterRegistry, CheckAnswer, CheckStart, Code, CompileOptions, Config, Pipeline, Status, compile,
+};
+use mixer_proto::v2;
+use parking_lot::Mutex;
+use serde_json::json;
+
+/// Asks `authz-backend` over HTTP: 200 allows, anything else denies with PERMISSION_DENIED.
+/// With `params.abandon: true` it drops the request instead (a dead backend).
+struct HttpAuthz;
+struct HttpAuthzHandler {
+    abandon: bool,
+}
+
+impl Adapter for HttpAuthz {
+    fn name(&self) -> &'static str {
+        "httpauthz"
+    }
+    fn templates(&self) -> &'static [&'static str] {
+        &["authorization", "checknothing"]
+    }
+    fn build(&self, c: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
+        Ok(Arc::new(HttpAuthzHandler { abandon: c.params["abandon"].as_bool().unwrap_or(false) }))
+    }
+}
+
+impl Handler for HttpAuthzHandler {
+    fn as_check(&self) -> Option<&dyn CheckHandler> {
+        Some(self)
+    }
+}
+
+impl CheckHandler for HttpAuthzHandler {
+    fn check(&self, view: &InstanceView<'_>, ctx: &RequestContext<'_>) -> Poll<CheckResult> {
+        let (completer, result) = pending();
+        if self.abandon {
+            drop(completer);
+            return Poll::Pending(result);
+        }
+        let user = view.get("subject.user").map(|v| v.to_string()).unwrap_or_default();
+        let req = HttpRequest {
+            authority: "authz-backend".into(),
+            method: "POST".into(),
+            path: "/check".into(),
+            headers: vec![],
+            body: Bytes::from(user),
+            timeout: StdDuration::from_millis(500),
+        };
+        let handle = ctx.dispatcher.http(
+            req,
+            Box::new(move |r| {
+                let ok = matches!(r, Ok(HttpResponse { status: 200, .. }));
+                completer.complete(if ok {
+                    CheckResult::allow(mixer_attr::Duration::from_secs(30), 50)
+                } else {
+                    CheckResult::deny(
+                        Status::new(Code::PERMISSION_DENIED, "backend said no"),
+                        mixer_attr::Duration::from_secs(5),
+                        5,
+                    )
+                });
+            }),
+        );
+        drop(handle);
+        Poll::Pending(result)
+    }
+}
+
+/// Counts the metric instances it receives, by instance name and `value`.
+#[derive(Default)]
+struct Counter {
+    seen: Mutex<Vec<(String, i64)>>,
+}
+struct CounterAdapter(Arc<Counter>);
+
+impl Adapter for CounterAdapter {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+    fn templates(&self) -> &'static [&'static str] {
+        &["metric"]
+    }
+    fn build(&self, _: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
+        Ok(self.0.clone())
+    }
+}
+
+impl Handler for Counter {
+    fn as_report(&self) -> Option<&dyn ReportHandler> {
+        Some(self)
+    }
+}
+
+impl ReportHandler for Counter {
+    fn report(&self, instances: &[InstanceView<'_>]) {
+        for v in instances {
+            let n = match v.get("value") {
+                Some(Value::Int64(n)) => *n,
+                _ => -1,
+            };
+            self.seen.lock().push((v.name().to_string(), n));
+        }
+    }
+}
+
+fn handler(name: &str, adapter: &str, params: serde_json::Value, fail_open: bool) -> v2::Handler {
+    v2::Handler {
+        name: name.into(),
+        namespace: "istio-system".into(),
+        adapter: adapter.into(),
+        params: Some(json_to_struct(&params)),
+        dispatch: Some(v2::DispatchControls {
+            failure_policy: if fail_open {
+                v2::dispatch_controls::FailurePolicy::FailOpen as i32
+            } else {
+                v2::dispatch_controls::FailurePolicy::FailClose as i32
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn instance(name: &str, template: &str, params: serde_json::Value) -> v2::Instance {
+    v2::Instance {
+        name: name.into(),
+        namespace: "istio-system".into(),
+        template: template.into(),
+        params: Some(json_to_struct(&params)),
+        ..Default::default()
+    }
+}
+
+fn rule(name: &str, matches: &str, handler: &str, instances: &[&str]) -> v2::Rule {
+    v2::Rule {
+        name: name.into(),
+        namespace: "istio-system".into(),
+        r#match: matches.into(),
+        actions: vec![v2::Action {
+            handler: handler.into(),
+            instances: instances.iter().map(|s| s.to_string()).collect(),
+            name: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn config(authz_params: serde_json::Value, fail_open: bool, metric_value: &str) -> Config {
+    Config {
+        handlers: vec![
+            handler("authz", "httpauthz", authz_params, fail_open),
+            handler("count", "counter", json!({}), false),
+        ],
+        instances: vec![
+            instance("who", "authorization", json!({"subject": {"user": "source.user | \"anonymous\""}})),
+            instance("requests", "metric", json!({"value": metric_value, "dimensions": {"code": "response.code | 200"}})),
+        ],
+        rules: vec![
+            rule("authz-reviews", "destination.service.name == \"reviews\"", "authz", &["who"]),
+            rule("count-all", "", "count.istio-system", &["requests.instance"]),
+        ],
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    vt: VirtualPlatform,
+    pipeline: Pipeline,
+    registry: AdapterRegistry,
+    counter: Arc<Counter>,
+}
+
+fn setup(cfg: &Config) -> Setup {
+    let vt = VirtualPlatform::new();
+    let platform = Platform { clock: Arc::new(vt.clone()), background: Arc::new(ThreadExecutor) };
+    let counter = Arc::new(Counter::default());
+    let mut registry = AdapterRegistry::new();
+    registry.register(Arc::new(HttpAuthz)).register(Arc::new(CounterAdapter(counter.clone())));
+    let snapshot = compile(cfg, &registry, &platform, None, &CompileOptions::default()).expect("config compiles");
+    Setup { vt, pipeline: Pipeline::new(snapshot, platform), registry, counter }
+}
+
+fn request(service: &str, user: &str) -> Attributes<'static> {
+    Attributes::new()
+        .with(wk::DESTINATION_SERVICE_NAME, Value::String(service.to_string().into()))
+        .with(wk::SOURCE_USER, Value::String(user.to_string().into()))
+}
+
+type Slot = Arc<Mutex<Option<CheckAnswer>>>;
+
+fn start(s: &Setup, bag: &Attributes<'_>) -> (CheckStart, Slot) {
+    let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
+    let slot: Slot = Arc::default();
+    let out = slot.clone();
+    (worker.check(bag, move |d| *out.lock() = Some(d)), slot)
+}
+
+#[test]
+fn unmatched_rules_answer_inline() {
+    let s = setup(&config(json!({}), false, "1"));
+    let (started, slot) = start(&s, &request("ratings", "alice"));
+    let CheckStart::Done(d) = started else { panic!("expected an inline answer") };
+    assert!(d.is_allowed());
+    assert_eq!(d.referenced.to_strings(&Vocabulary::istio()), ["destination.service.name"]);
+    assert!(slot.lock().is_none(), "inline answers do not call the callback");
+}
+
+#[test]
+fn async_backend_completes_on_the_worker_later() {
+    let s = setup(&config(json!({}), false, "1"));
+    let (started, slot) = start(&s, &request("reviews", "alice"));
+    let CheckStart::Pending(handle) = started else { panic!("expected pending") };
+    let calls = s.vt.http_requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].1.body, Bytes::from("alice"));
+    assert!(slot.lock().is_none());
+    s.vt.respond_http(calls[0].0, Ok(HttpResponse { status: 403, headers: vec![], body: Bytes::new() }));
+    let d = slot.lock().take().expect("callback ran");
+    assert_eq!(d.status.code, Code::PERMISSION_DENIED);
+    assert_eq!((d.valid_duration, d.valid_use_count), (mixer_attr::Duration::from_secs(5), 5));
+    drop(handle);
+}
+
+#[test]
+fn cancelled_check_never_calls_back() {
+    let s = setup(&config(json!({}), false, "1"));
+    let (started, slot) = start(&s, &request("reviews", "bob"));
+    let CheckStart::Pending(handle) = started else { panic!("expected pending") };
+    drop(handle); // the stream went away (Envoy onDestroy)
+    let calls = s.vt.http_requests();
+    s.vt.respond_http(calls[0].0, Ok(HttpResponse { status: 200, headers: vec![], body: Bytes::new() }));
+    s.vt.advance(StdDuration::from_secs(1));
+    assert!(slot.lock().is_none());
+}
+
+#[test]
+fn backend_timeout_denies_under_fail_close() {
+    let s = setup(&config(json!({}), false, "1"));
+    let (started, slot) = start(&s, &request("reviews", "carol"));
+    let CheckStart::Pending(_handle) = started else { panic!("expected pending") };
+    s.vt.advance(StdDuration::from_millis(499));
+    assert!(slot.lock().is_none());
+    s.vt.advance(StdDuration::from_millis(1));
+    let d = slot.lock().take().expect("timed out into a decision");
+    assert_eq!(d.status.code, Code::PERMISSION_DENIED, "the adapter maps a timeout to a deny");
+}
+
+#[test]
+fn dead_backend_follows_failure_policy() {
+    let closed = setup(&config(json!({"abandon": true}), false, "1"));
+    let (started, slot) = start(&closed, &request("reviews", "dave"));
+    assert!(matches!(started, CheckStart::Pending(_)) || slot.lock().is_some());
+    closed.vt.run_posted();
+    let d = slot.lock().take().expect("decided");
+    assert_eq!(d.status.code, Code::UNAVAILABLE);
+    assert_eq!(closed.pipeline.stats().handler_failures.load(Ordering::Relaxed), 1);
+
+    let open = setup(&config(json!({"abandon": true}), true, "1"));
+    let (started, slot) = start(&open, &request("reviews", "dave"));
+    let _keep = started;
+    open.vt.run_posted();
+    let d = slot.lock().take().expect("decided");
+    assert!(d.is_allowed());
+    assert_eq!(d.valid_use_count, 0, "a fail-open allow must not be cached");
+}
+
+#[test]
+fn report_reaches_the_report_handler() {
+    let s = setup(&config(json!({}), false, "1"));
+    let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
+    let summary = worker.report(&request("reviews", "alice"));
+    assert_eq!(summary.instances_sent, 1);
+    assert_eq!(*s.counter.seen.lock(), [("requests.istio-system".to_string(), 1)]);
+}
+
+#[test]
+fn swap_keeps_in_flight_checks_on_their_snapshot() {
+    let s = setup(&config(json!({}), false, "1"));
+    let (started, slot) = start(&s, &request("reviews", "erin"));
+    let CheckStart::Pending(_handle) = started else { panic!("expected pending") };
+    // New config: nothing is checked any more, and the metric counts 2.
+    let mut next = config(json!({}), false, "2");
+    next.rules.remove(0);
+    let platform = s.pipeline.platform().clone();
+    let prev = s.pipeline.snapshot();
+    let snap = compile(&next, &s.registry, &platform, Some(&prev), &CompileOptions::default()).unwrap();
+    s.pipeline.swap(snap);
+    // The old request still completes through its backend.
+    let calls = s.vt.http_requests();
+    s.vt.respond_http(calls[0].0, Ok(HttpResponse { status: 200, headers: vec![], body: Bytes::new() }));
+    assert!(slot.lock().take().expect("completed").is_allowed());
+    // New requests see the new config.
+    let (started, _) = start(&s, &request("reviews", "erin"));
+    assert!(matches!(started, CheckStart::Done(_)));
+    s.pipeline.worker(Arc::new(s.vt.clone())).report(&request("reviews", "erin"));
+    assert_eq!(s.counter.seen.lock().last().map(|x| x.1), Some(2));
+}
+
+#[test]
+fn unchanged_handlers_survive_a_swap() {
+    let s = setup(&config(json!({}), false, "1"));
+    let platform = s.pipeline.platform().clone();
+    let prev = s.pipeline.snapshot();
+    let mut next = config(json!({}), false, "1");
+    next.handlers[0] = handler("authz", "httpauthz", json!({"abandon": true}), false);
+    let snap = compile(&next, &s.registry, &platform, Some(&prev), &CompileOptions::default()).unwrap();
+    let same = |name: &str| Arc::ptr_eq(&prev.handler(name).unwrap().handler, &snap.handler(name).unwrap().handler);
+    assert!(same("count.istio-system"), "unchanged handler keeps its state");
+    assert!(!same("authz.istio-system"), "changed params rebuild the handler");
+}
+
+#[test]
+fn bad_config_is_rejected_with_object_and_field() {
+    let s = setup(&config(json!({}), false, "1"));
+    let platform = s.pipeline.platform().clone();
+    let mut bad = config(json!({}), false, "1");
+    bad.rules[0].r#match = "destination.service.name ==".into();
+    bad.rules[1].actions[0].handler = "nope".into();
+    bad.instances[1].template = "metrik".into();
+    let err = compile(&bad, &s.registry, &platform, None, &CompileOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("rule/istio-system/authz-reviews: field `match`"), "{text}");
+    assert!(text.contains("rule/istio-system/count-all: field `actions[0].handler`: no handler `nope`"), "{text}");
+    assert!(text.contains("instance/istio-system/requests: field `template`: unknown template `metrik`"), "{text}");
+
+    let mut unknown_adapter = config(json!({}), false, "1");
+    unknown_adapter.handlers[1].adapter = "prometheus".into();
+    let err = compile(&unknown_adapter, &s.registry, &platform, None, &CompileOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("adapter `prometheus` is not in this build"), "{err}");
+    let skipped = compile(
+        &unknown_adapter,
+        &s.registry,
+        &platform,
+        None,
+        &CompileOptions { skip_unknown_adapters: true, ..Default::default() },
+    )
+    .expect("skipping unknown adapters");
+    assert!(skipped.warnings.iter().any(|w| w.contains("prometheus")), "{:?}", skipped.warnings);
+}
+
+#[test]
+fn instance_errors_are_counted_not_fatal() {
+    // `value: source.port` has no default: absent, so the metric instance cannot be built.
+    let s = setup(&config(json!({}), false, "source.port"));
+    let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
+    let summary = worker.report(&request("reviews", "alice"));
+    assert_eq!((summary.instances_sent, summary.instance_errors), (0, 1));
+    assert_eq!(s.pipeline.stats().instance_errors.load(Ordering::Relaxed), 1);
+}

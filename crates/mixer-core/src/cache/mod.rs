@@ -1,8 +1,9 @@
 //! Caches that keep backends off the request path: the check cache ([`check`]) and the quota
-//! token cache with prefetch (later).
+//! token cache with prefetch ([`quota`]).
 
 pub mod check;
 mod key;
+pub mod quota;
 
 pub use check::{CacheStats, CheckCache, CheckCacheConfig, PreparedKey};
 pub use key::{KeyShape, ShapeKey};

@@ -169,27 +169,3 @@ impl fmt::Debug for Platform {
         f.debug_struct("Platform").finish_non_exhaustive()
     }
 }
-
-/// The system clocks (`std::time`), for hosts without clocks of their own.
-#[derive(Debug)]
-pub struct SystemClock {
-    origin: std::time::Instant,
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock { origin: std::time::Instant::now() }
-    }
-}
-
-impl Clock for SystemClock {
-    fn monotonic(&self) -> MonoTime {
-        MonoTime(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-    fn wall(&self) -> Timestamp {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp::from_unix_nanos(d.as_nanos() as i128)
-    }
-}

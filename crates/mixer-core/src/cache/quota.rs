@@ -1,0 +1,1 @@
+//! The quota token cache with prefetch (being written).

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use mixer_adapters::stdio::{MemorySink, StdioAdapter};
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
 use mixer_core::pal::virtual_time::VirtualPlatform;
-use mixer_core::pal::{Platform, ThreadExecutor};
 use mixer_core::snapshot::json_to_struct;
 use mixer_core::{CheckStart, Code, CompileOptions, Config, Pipeline, compile};
 use mixer_proto::v2;
@@ -88,7 +87,7 @@ fn labels(pairs: &[(&str, &str)]) -> Value<'static> {
 #[test]
 fn denier_denies_matching_requests_and_stdio_logs_every_request() {
     let vt = VirtualPlatform::new();
-    let platform = Platform { clock: Arc::new(vt.clone()), background: Arc::new(ThreadExecutor) };
+    let platform = vt.platform();
     let sink = Arc::new(MemorySink::default());
     let mut registry = mixer_adapters::registry();
     registry.register(Arc::new(StdioAdapter::with_sink(sink.clone())));
@@ -122,7 +121,7 @@ fn denier_denies_matching_requests_and_stdio_logs_every_request() {
     assert_eq!(lines.len(), 2);
     assert_eq!(
         lines[0],
-        json!({"level": "info", "time": "2020-01-01T00:00:01Z", "instance": "accesslog.istio-system",
+        json!({"level": "info", "time": "2020-01-01T00:00:01Z", "instance": "accesslog.instance.istio-system",
                "destinationApp": "reviews", "responseCode": 403, "sourceName": "productpage-v1"})
     );
     assert_eq!(lines[1]["responseCode"], json!(200));
@@ -130,7 +129,7 @@ fn denier_denies_matching_requests_and_stdio_logs_every_request() {
 
 #[test]
 fn bad_adapter_params_are_config_errors() {
-    let platform = Platform { clock: Arc::new(VirtualPlatform::new()), background: Arc::new(ThreadExecutor) };
+    let platform = VirtualPlatform::new().platform();
     let registry = mixer_adapters::registry();
     for (params, field) in [
         (json!({"status": {"code": 99}}), "params.status.code"),

@@ -114,16 +114,23 @@ pub struct CheckResult {
     pub valid_use_count: i32,
     /// Named outputs a rule's header operations can read as `<action>.output.<field>`.
     pub outputs: Vec<(String, String)>,
+    /// The backend could not decide (unreachable, list unavailable): the handler's failure
+    /// policy applies instead of `status`.
+    pub backend_failure: bool,
 }
 
 impl CheckResult {
     /// Allow, valid for `valid_duration` and `valid_use_count` uses.
     pub fn allow(valid_duration: Duration, valid_use_count: i32) -> Self {
-        CheckResult { status: Status::ok(), valid_duration, valid_use_count, outputs: Vec::new() }
+        CheckResult { status: Status::ok(), valid_duration, valid_use_count, ..Default::default() }
     }
     /// Deny with `status`.
     pub fn deny(status: Status, valid_duration: Duration, valid_use_count: i32) -> Self {
-        CheckResult { status, valid_duration, valid_use_count, outputs: Vec::new() }
+        CheckResult { status, valid_duration, valid_use_count, ..Default::default() }
+    }
+    /// The backend failed; `status` says why (UNAVAILABLE, DEADLINE_EXCEEDED, ...).
+    pub fn failure(status: Status) -> Self {
+        CheckResult { status, backend_failure: true, ..Default::default() }
     }
 }
 

@@ -18,8 +18,11 @@ pub struct CompiledField {
 /// An instance compiled at config time.
 #[derive(Debug)]
 pub struct CompiledInstance {
-    /// Fully qualified name (`requestcount.instance.istio-system`, or as written).
+    /// Mixer's fully qualified name: `requestcount.instance.istio-system`.
     pub name: Arc<str>,
+    /// The name as written in `metadata.name`.
+    pub short_name: Arc<str>,
+    pub namespace: Arc<str>,
     pub template: &'static TemplateInfo,
     /// Fields sorted by path.
     pub fields: Vec<CompiledField>,
@@ -35,6 +38,23 @@ pub struct InstanceError {
 }
 
 impl CompiledInstance {
+    /// Whether `reference` names this instance: `name`, `name.namespace`,
+    /// `name.instance.namespace` or `name.<template>.namespace` (Istio 1.0 kinds).
+    pub fn is_named(&self, reference: &str) -> bool {
+        let Some(rest) = reference.strip_prefix(&*self.short_name) else { return false };
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(rest) = rest.strip_prefix('.') else { return false };
+        if rest == &*self.namespace {
+            return true;
+        }
+        match rest.split_once('.') {
+            Some((kind, ns)) => ns == &*self.namespace && (kind == "instance" || kind == self.template.name),
+            None => false,
+        }
+    }
+
     /// Position of `path` in [`CompiledInstance::fields`] (adapters resolve positions once, at
     /// build time, and index by position per request).
     pub fn position(&self, path: &str) -> Option<usize> {

@@ -321,6 +321,10 @@ impl Worker {
                     }
                     let view = InstanceView { instance, values: &values };
                     match handler.check(&view, &ctx) {
+                        Poll::Ready(r) if r.backend_failure => {
+                            PipelineStats::inc(&stats.handler_failures);
+                            builder.add_failure(r.status.code, r.status.message, fail_open, rule.experimental);
+                        }
                         Poll::Ready(r) => builder.add(&r, rule.experimental),
                         Poll::Pending(p) => pending.push((p, fail_open, rule.experimental, entry.name.clone())),
                     }
@@ -354,6 +358,10 @@ impl Worker {
             p.on_complete(move |result: Result<CheckResult, Abandoned>| {
                 let mut j = join.lock();
                 match result {
+                    Ok(r) if r.backend_failure => {
+                        PipelineStats::inc(&pipeline.shared.stats.handler_failures);
+                        j.builder.add_failure(r.status.code, r.status.message, fail_open, experimental);
+                    }
                     Ok(r) => j.builder.add(&r, experimental),
                     Err(Abandoned) => {
                         PipelineStats::inc(&pipeline.shared.stats.handler_failures);
@@ -419,7 +427,7 @@ impl Worker {
                 let Some(handler) = snapshot.handlers[action.handler].handler.as_quota() else { continue };
                 for &i in &action.instances {
                     let instance: &CompiledInstance = &snapshot.instances[i];
-                    let Some(req) = requests.iter().find(|r| quota_name_matches(&instance.name, &r.name)) else { continue };
+                    let Some(req) = requests.iter().find(|r| instance.is_named(&r.name)) else { continue };
                     if instance.evaluate(bag, &mut (), &mut values).is_err() {
                         PipelineStats::inc(&stats.instance_errors);
                         continue;
@@ -523,10 +531,4 @@ impl Worker {
         }
         Ok(message)
     }
-}
-
-/// A quota request names an instance by short or qualified name.
-fn quota_name_matches(instance: &str, requested: &str) -> bool {
-    instance == requested
-        || instance.strip_prefix(requested).is_some_and(|rest| rest.starts_with('.'))
 }

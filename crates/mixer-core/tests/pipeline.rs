@@ -13,7 +13,7 @@ use mixer_core::adapter::{
 };
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::virtual_time::VirtualPlatform;
-use mixer_core::pal::{HttpRequest, HttpResponse, Platform, ThreadExecutor};
+use mixer_core::pal::{HttpRequest, HttpResponse};
 use mixer_core::pending::{Poll, pending};
 use mixer_core::snapshot::json_to_struct;
 use mixer_core::{
@@ -190,7 +190,7 @@ struct Setup {
 
 fn setup(cfg: &Config) -> Setup {
     let vt = VirtualPlatform::new();
-    let platform = Platform { clock: Arc::new(vt.clone()), background: Arc::new(ThreadExecutor) };
+    let platform = vt.platform();
     let counter = Arc::new(Counter::default());
     let mut registry = AdapterRegistry::new();
     registry.register(Arc::new(HttpAuthz)).register(Arc::new(CounterAdapter(counter.clone())));
@@ -288,7 +288,7 @@ fn report_reaches_the_report_handler() {
     let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
     let summary = worker.report(&request("reviews", "alice"));
     assert_eq!(summary.instances_sent, 1);
-    assert_eq!(*s.counter.seen.lock(), [("requests.istio-system".to_string(), 1)]);
+    assert_eq!(*s.counter.seen.lock(), [("requests.instance.istio-system".to_string(), 1)]);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mixer_attr::Timestamp;
 use mixer_core::pal::{
     CalloutError, CalloutHandle, Cancel, Clock, Dispatcher, GrpcCallback, GrpcRequest, HttpCallback,
-    HttpRequest, MonoTime, Platform, Task, ThreadExecutor, TimerId,
+    HttpRequest, MonoTime, Platform, Task, TimerId,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -87,7 +87,7 @@ impl EventLoop {
 
     /// A [`Platform`] on this loop's clock with a thread-per-task background executor.
     pub fn platform(&self) -> Platform {
-        Platform { clock: Arc::new(self.clone()), background: Arc::new(ThreadExecutor) }
+        Platform::on(Arc::new(self.clone()), Arc::new(self.clone()))
     }
 
     /// Runs posted tasks and due timers until nothing is runnable now. Returns how many ran.

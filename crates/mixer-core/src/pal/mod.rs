@@ -161,7 +161,18 @@ impl BackgroundExecutor for ThreadExecutor {
 #[derive(Clone)]
 pub struct Platform {
     pub clock: Arc<dyn Clock>,
+    /// The host's main-thread dispatcher (Envoy: the main dispatcher), for work that belongs
+    /// to no request: list refreshes, flush timers, background connections' completions.
+    pub dispatcher: Arc<dyn Dispatcher>,
     pub background: Arc<dyn BackgroundExecutor>,
+}
+
+impl Platform {
+    /// A platform whose clock and main dispatcher are `dispatcher`, with the thread-per-task
+    /// background executor.
+    pub fn on(dispatcher: Arc<dyn Dispatcher>, clock: Arc<dyn Clock>) -> Platform {
+        Platform { clock, dispatcher, background: Arc::new(ThreadExecutor) }
+    }
 }
 
 impl fmt::Debug for Platform {

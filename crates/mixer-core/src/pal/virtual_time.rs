@@ -64,6 +64,11 @@ impl VirtualPlatform {
         p
     }
 
+    /// A [`Platform`](super::Platform) whose clock and main dispatcher are this loop.
+    pub fn platform(&self) -> super::Platform {
+        super::Platform::on(Arc::new(self.clone()), Arc::new(self.clone()))
+    }
+
     /// Current virtual monotonic time.
     pub fn now(&self) -> MonoTime {
         MonoTime(self.state.lock().now)

@@ -181,7 +181,9 @@ pub fn compile(
         }
         fields.sort_by(|a, b| a.path.cmp(&b.path));
         instances.push(Arc::new(CompiledInstance {
-            name: format!("{}.{}", msg.name, msg.namespace).into(),
+            name: format!("{}.instance.{}", msg.name, msg.namespace).into(),
+            short_name: msg.name.as_str().into(),
+            namespace: msg.namespace.as_str().into(),
             template: tmpl,
             fields,
         }));

@@ -2,6 +2,8 @@
 //!
 //! - [`denier`]: always denies with a configured status (templates `checknothing`, `listentry`,
 //!   `quota`).
+//! - [`listchecker`]: white/black lists of strings, regexes, IP addresses and CIDR ranges,
+//!   static or fetched from a provider URL.
 //! - [`stdio`]: writes `logentry` instances as text or JSON lines to stdout, stderr or a file.
 //!
 //! [`registry`] returns an [`AdapterRegistry`] with every adapter of this crate.
@@ -9,6 +11,7 @@
 
 pub mod denier;
 mod duration_param;
+pub mod listchecker;
 pub mod stdio;
 
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use mixer_core::AdapterRegistry;
 pub fn registry() -> AdapterRegistry {
     let mut r = AdapterRegistry::new();
     r.register(Arc::new(denier::DenierAdapter));
+    r.register(Arc::new(listchecker::ListCheckerAdapter));
     r.register(Arc::new(stdio::StdioAdapter::default()));
     r
 }

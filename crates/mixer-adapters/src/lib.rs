@@ -4,6 +4,7 @@
 //!   `quota`).
 //! - [`listchecker`]: white/black lists of strings, regexes, IP addresses and CIDR ranges,
 //!   static or fetched from a provider URL.
+//! - [`rbac`]: role-based access control over the `authorization` template.
 //! - [`stdio`]: writes `logentry` instances as text or JSON lines to stdout, stderr or a file.
 //!
 //! [`registry`] returns an [`AdapterRegistry`] with every adapter of this crate.
@@ -12,6 +13,7 @@
 pub mod denier;
 mod duration_param;
 pub mod listchecker;
+pub mod rbac;
 pub mod stdio;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub fn registry() -> AdapterRegistry {
     let mut r = AdapterRegistry::new();
     r.register(Arc::new(denier::DenierAdapter));
     r.register(Arc::new(listchecker::ListCheckerAdapter));
+    r.register(Arc::new(rbac::RbacAdapter));
     r.register(Arc::new(stdio::StdioAdapter::default()));
     r
 }

@@ -119,7 +119,10 @@ impl<'a> InstanceView<'a> {
     }
 
     /// `(key, value)` of every field under the map field `prefix`.
-    pub fn map(&self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Value<'a>)> + 'a {
+    pub fn map<'p>(&self, prefix: &'p str) -> impl Iterator<Item = (&'p str, &'a Value<'a>)> + 'p
+    where
+        'a: 'p,
+    {
         let values = self.values;
         self.instance.map_fields(prefix).filter_map(move |(i, k)| values.get(i).map(|v| (k, v)))
     }

@@ -89,11 +89,29 @@ type SharedClient = Arc<Mutex<dyn Client>>;
 struct Sim {
     p: VirtualPlatform,
     server: Arc<Mutex<dyn Server>>,
+    cpp_delivery: bool,
+    queue: Mutex<std::collections::VecDeque<(i64, Box<dyn FnOnce(MonoTime) + Send>)>>,
 }
 
 impl Sim {
     fn check(&self, c: &SharedClient, t_ms: i64) -> bool {
         let now = MonoTime(t_ms as u64 * MS);
+        if self.cpp_delivery {
+            let d = c.lock().check(1, now);
+            if let Some(req) = d.prefetch {
+                let (g, v) = self.server.lock().alloc(req.amount, t_ms);
+                let c2 = c.clone();
+                self.queue.lock().push_back((t_ms + 200, Box::new(move |n| c2.lock().on_response(req.id, PrefetchOutcome::Granted { amount: g, valid_for: Duration::from_millis(v as u64) }, n))));
+            }
+            loop {
+                let f = {
+                    let mut q = self.queue.lock();
+                    if q.front().is_some_and(|x| x.0 <= t_ms) { q.pop_front() } else { None }
+                };
+                match f { Some((_, f)) => f(now), None => break }
+            }
+            return d.granted;
+        }
         self.p.advance(now.since(self.p.now()));
         let d = c.lock().check(1, now);
         if let Some(req) = d.prefetch {
@@ -133,13 +151,13 @@ fn run_two(sim: &Sim, c1: &SharedClient, c2: &SharedClient, r1: i64, r2: i64, wi
     passed
 }
 
-fn run_suite(fixed: bool, data: Data, clients: usize, mk: &dyn Fn() -> SharedClient) -> [f64; 5] {
+fn run_suite(cppd: bool, fixed: bool, data: Data, clients: usize, mk: &dyn Fn() -> SharedClient) -> [f64; 5] {
     let server: Arc<Mutex<dyn Server>> = if fixed {
         Arc::new(Mutex::new(FixedWindow { rate: data.rate, window_ms: data.window_ms, avail: 0, expire_ms: 0 }))
     } else {
         Arc::new(Mutex::new(TokenBucket { rate: data.rate, window_ms: data.window_ms, allowance: data.rate, last_ms: 0 }))
     };
-    let sim = Sim { p: VirtualPlatform::new(), server };
+    let sim = Sim { p: VirtualPlatform::new(), server, cpp_delivery: cppd, queue: Default::default() };
     let c1 = mk();
     let c2 = mk();
     let traffics = [
@@ -178,10 +196,12 @@ fn margins_table() {
         (false, PER_SECOND, 2, [0.062, 0.14, 0.15, 0.05, 0.17]),
     ];
     for (fixed, data, n, cpp) in cases {
-        let port = run_suite(fixed, data, n, &|| Arc::new(Mutex::new(cpp_port::QuotaPrefetch::new(Default::default(), MonoTime(0)))) as SharedClient);
-        let ours = run_suite(fixed, data, n, &|| Arc::new(Mutex::new(QuotaPrefetch::new(QuotaPrefetchOptions::default(), MonoTime(0)))) as SharedClient);
+        let portc = run_suite(true, fixed, data, n, &|| Arc::new(Mutex::new(cpp_port::QuotaPrefetch::new(Default::default(), MonoTime(0)))) as SharedClient);
+        let port = run_suite(false, fixed, data, n, &|| Arc::new(Mutex::new(cpp_port::QuotaPrefetch::new(Default::default(), MonoTime(0)))) as SharedClient);
+        let ours = run_suite(false, fixed, data, n, &|| Arc::new(Mutex::new(QuotaPrefetch::new(QuotaPrefetchOptions::default(), MonoTime(0)))) as SharedClient);
         let name = format!("{}{}{}", if n == 2 { "TwoClient" } else { "" }, data.name, if fixed { "Rolling" } else { "TimeBased" });
         println!("{name:28} cpp {cpp:?}");
+        println!("{:28} portc {:?}", "", portc.map(|m| (m * 10000.0).round() / 10000.0));
         println!("{:28} port {:?}", "", port.map(|m| (m * 10000.0).round() / 10000.0));
         println!("{:28} ours {:?}", "", ours.map(|m| (m * 10000.0).round() / 10000.0));
     }

@@ -198,3 +198,57 @@ fn bad_params_are_rejected() {
         assert_eq!(err.0[0].field, field, "{err}");
     }
 }
+
+fn with_quota_spec(mut cfg: Config, services: Vec<v2::IstioService>) -> Config {
+    cfg.quota_specs = vec![v2::QuotaSpec {
+        name: "request-count".into(),
+        namespace: "istio-system".into(),
+        rules: vec![v2::QuotaRule {
+            r#match: vec![],
+            quotas: vec![v2::Quota { quota: "requestcountquota".into(), charge: 1 }],
+        }],
+    }];
+    cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
+        name: "request-count".into(),
+        namespace: "istio-system".into(),
+        services,
+        quota_specs: vec![v2::QuotaSpecReference { name: "request-count".into(), namespace: "istio-system".into() }],
+    }];
+    cfg
+}
+
+#[test]
+fn check_charges_quota_specs_like_the_bookinfo_tutorial() {
+    // productpage is bound to request-count (2 per 5s for productpage); details is not bound.
+    let cfg = with_quota_spec(
+        config(bookinfo_params()),
+        vec![v2::IstioService { name: "productpage".into(), namespace: "default".into(), ..Default::default() }],
+    );
+    let vt = VirtualPlatform::new();
+    let snap = compile(&cfg, &mixer_adapters::registry(), &vt.platform(), None, &CompileOptions::default()).unwrap();
+    let p = Pipeline::new(snap, vt.platform());
+    let to = |svc: &str| {
+        request(svc, None)
+            .with(wk::DESTINATION_SERVICE_NAME, Value::String(svc.to_string().into()))
+            .with(wk::DESTINATION_SERVICE_NAMESPACE, Value::str("default"))
+    };
+    let check = |bag: &Attributes<'_>| match p.worker(Arc::new(vt.clone())).check(bag, |_| {}) {
+        mixer_core::CheckStart::Done(a) => a,
+        mixer_core::CheckStart::Pending(_) => panic!("in process"),
+    };
+    let a = check(&to("productpage"));
+    assert!(a.is_allowed());
+    assert_eq!(a.quotas.len(), 1);
+    assert_eq!((a.quotas[0].0.as_str(), a.quotas[0].1.granted), ("requestcountquota", 1));
+    assert!(check(&to("productpage")).is_allowed());
+    let third = check(&to("productpage"));
+    assert_eq!(third.status.code, Code::RESOURCE_EXHAUSTED);
+    assert_eq!(third.status.message, "Quota is exhausted for: requestcountquota");
+    // Unbound services charge nothing.
+    for _ in 0..10 {
+        let d = check(&to("details"));
+        assert!(d.is_allowed() && d.quotas.is_empty());
+    }
+    vt.advance(Duration::from_secs(5));
+    assert!(check(&to("productpage")).is_allowed(), "the window passed");
+}

@@ -2,7 +2,7 @@
 
 use mixer_attr::{Duration, ReferencedAttributes};
 
-use crate::adapter::{CheckResult, HeaderChange};
+use crate::adapter::{CheckResult, HeaderChange, QuotaResult};
 use crate::status::{Code, Status};
 
 /// How long an allow is valid when no handler said otherwise (Mixer's default).
@@ -30,6 +30,8 @@ pub struct Decision {
     pub direct_response: Option<DirectResponse>,
     /// Denials by rules in experimental mode (counted and logged, never enforced).
     pub experimental_denials: u32,
+    /// The quotas charged, by quota name (empty when the request charges none).
+    pub quotas: Vec<(String, QuotaResult)>,
 }
 
 impl Decision {
@@ -125,6 +127,7 @@ impl DecisionBuilder {
             response_header_operations: self.response_ops,
             direct_response: self.direct_response,
             experimental_denials: self.experimental_denials,
+            quotas: Vec::new(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use mixer_attr::{Bag, ReferenceRecorder, ReferencedAttributes, Value};
+use mixer_attr::{Attributes, Bag, ReferenceRecorder, ReferencedAttributes, Value};
 use parking_lot::Mutex;
 
 use crate::adapter::{CheckResult, HeaderChange, MutationMessage, QuotaArgs, QuotaResult, RequestContext};
@@ -179,15 +179,35 @@ struct Join {
 
 /// An outstanding check. Dropping it cancels the check.
 pub struct CheckHandle {
-    join: Arc<Mutex<Join>>,
+    inner: HandleInner,
+}
+
+enum HandleInner {
+    Precondition(Arc<Mutex<Join>>),
+    /// A check that also charges quotas: the precondition (while it is outstanding) and the
+    /// shared state of the whole check.
+    WithQuota(Arc<Mutex<QuotaStage>>, Option<Box<CheckHandle>>),
 }
 
 impl CheckHandle {
     /// Cancels the check: the callback will never run (Envoy: `onDestroy`).
     pub fn cancel(&self) {
-        let mut j = self.join.lock();
-        j.cancelled = true;
-        j.callback = None;
+        match &self.inner {
+            HandleInner::Precondition(join) => {
+                let mut j = join.lock();
+                j.cancelled = true;
+                j.callback = None;
+            }
+            HandleInner::WithQuota(stage, pre) => {
+                let mut s = stage.lock();
+                s.cancelled = true;
+                s.callback = None;
+                drop(s);
+                if let Some(pre) = pre {
+                    pre.cancel();
+                }
+            }
+        }
     }
 }
 
@@ -199,8 +219,37 @@ impl Drop for CheckHandle {
 
 impl fmt::Debug for CheckHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckHandle").field("remaining", &self.join.lock().remaining).finish()
+        f.debug_struct("CheckHandle").finish_non_exhaustive()
     }
+}
+
+/// State of a check that charges quotas after its precondition allowed.
+struct QuotaStage {
+    requests: Vec<QuotaRequest>,
+    callback: Option<CheckCallback>,
+    cancelled: bool,
+    /// An owned copy of the request's attributes, kept only when the precondition went async
+    /// (the quota step then runs after the host's bag is gone).
+    bag: Option<Attributes<'static>>,
+    precondition: Option<CheckAnswer>,
+}
+
+/// Adds quota results to a precondition answer: a quota granted less than charged denies with
+/// RESOURCE_EXHAUSTED. A quota no handler serves is granted in full (as Mixer did).
+fn with_quotas(pre: CheckAnswer, requests: &[QuotaRequest], results: Vec<(String, QuotaResult)>) -> CheckAnswer {
+    let mut d = Decision::clone(&pre.decision);
+    for req in requests {
+        let result = results.iter().find(|(n, _)| *n == req.name).map(|(_, r)| r.clone()).unwrap_or(QuotaResult {
+            status: Status::ok(),
+            granted: req.args.amount,
+            valid_duration: mixer_attr::Duration::ZERO,
+        });
+        if result.granted < req.args.amount && d.status.is_ok() {
+            d.status = Status::new(Code::RESOURCE_EXHAUSTED, format!("Quota is exhausted for: {}", req.name));
+        }
+        d.quotas.push((req.name.clone(), result));
+    }
+    CheckAnswer { decision: Arc::new(d), cache_hit: pre.cache_hit }
 }
 
 /// A quota to charge in [`Worker::quota`].
@@ -283,8 +332,89 @@ impl Worker {
         &self.dispatcher
     }
 
-    /// Runs the precondition check for the request in `bag`.
+    /// Runs the precondition check for the request in `bag`, then charges the quotas that the
+    /// config's QuotaSpecs bind to it (only when the precondition allowed).
     pub fn check(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+        let requests = self.pipeline.shared.current.load().quota_specs.requests(bag);
+        if requests.is_empty() {
+            return self.precondition(bag, Box::new(on_complete));
+        }
+        let stage = Arc::new(Mutex::new(QuotaStage {
+            requests,
+            callback: Some(Box::new(on_complete)),
+            cancelled: false,
+            bag: None,
+            precondition: None,
+        }));
+        let worker = self.clone();
+        let later = stage.clone();
+        let started = self.precondition(
+            bag,
+            Box::new(move |pre: CheckAnswer| {
+                let owned = later.lock().bag.take();
+                let Some(owned) = owned else { return };
+                worker.quota_stage(&later, pre, &owned);
+            }),
+        );
+        match started {
+            CheckStart::Done(pre) => {
+                if !pre.is_allowed() {
+                    return CheckStart::Done(pre);
+                }
+                let requests = stage.lock().requests.clone();
+                let stage2 = stage.clone();
+                match self.quota(bag, &requests, move |r| Self::finish_quota(&stage2, r)) {
+                    Some(results) => CheckStart::Done(with_quotas(pre, &requests, results)),
+                    None => {
+                        stage.lock().precondition = Some(pre);
+                        CheckStart::Pending(CheckHandle { inner: HandleInner::WithQuota(stage, None) })
+                    }
+                }
+            }
+            CheckStart::Pending(h) => {
+                stage.lock().bag = Some(Attributes::copy_of(bag));
+                CheckStart::Pending(CheckHandle { inner: HandleInner::WithQuota(stage, Some(Box::new(h))) })
+            }
+        }
+    }
+
+    /// The quota step after an asynchronous precondition (on the worker thread).
+    fn quota_stage(&self, stage: &Arc<Mutex<QuotaStage>>, pre: CheckAnswer, bag: &Attributes<'static>) {
+        let requests = {
+            let mut s = stage.lock();
+            if s.cancelled {
+                return;
+            }
+            if !pre.is_allowed() {
+                let cb = s.callback.take();
+                drop(s);
+                if let Some(cb) = cb {
+                    cb(pre);
+                }
+                return;
+            }
+            s.precondition = Some(pre);
+            s.requests.clone()
+        };
+        let stage2 = stage.clone();
+        if let Some(results) = self.quota(bag, &requests, move |r| Self::finish_quota(&stage2, r)) {
+            Self::finish_quota(stage, results);
+        }
+    }
+
+    fn finish_quota(stage: &Arc<Mutex<QuotaStage>>, results: Vec<(String, QuotaResult)>) {
+        let mut s = stage.lock();
+        if s.cancelled {
+            return;
+        }
+        let (Some(cb), Some(pre)) = (s.callback.take(), s.precondition.take()) else { return };
+        let requests = std::mem::take(&mut s.requests);
+        drop(s);
+        cb(with_quotas(pre, &requests, results));
+    }
+
+    /// The precondition part of [`Worker::check`].
+    fn precondition(&self, bag: &dyn Bag, on_complete: CheckCallback) -> CheckStart {
         let shared = &self.pipeline.shared;
         let stats = &shared.stats;
         PipelineStats::inc(&stats.checks);
@@ -347,7 +477,7 @@ impl Worker {
             builder,
             referenced: refs,
             remaining: pending.len(),
-            callback: Some(Box::new(on_complete)),
+            callback: Some(on_complete),
             cancelled: false,
             cache_key,
         }));
@@ -401,7 +531,7 @@ impl Worker {
                 }));
             });
         }
-        CheckStart::Pending(CheckHandle { join })
+        CheckStart::Pending(CheckHandle { inner: HandleInner::Precondition(join) })
     }
 
     /// Charges the quotas in `requests` against every matching rule's quota handler whose

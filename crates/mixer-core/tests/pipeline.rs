@@ -8,8 +8,8 @@ use std::time::Duration as StdDuration;
 use bytes::Bytes;
 use mixer_attr::{Attributes, Value, Vocabulary, well_known as wk};
 use mixer_core::adapter::{
-    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, ReportHandler,
-    RequestContext,
+    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, QuotaArgs,
+    QuotaHandler, QuotaResult, ReportHandler, RequestContext,
 };
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::virtual_time::VirtualPlatform;
@@ -81,6 +81,39 @@ impl CheckHandler for HttpAuthzHandler {
         );
         drop(handle);
         Poll::Pending(result)
+    }
+}
+
+/// Grants up to `params.limit` units in total, in process.
+struct FixedQuota;
+struct FixedQuotaHandler {
+    left: Mutex<i64>,
+}
+
+impl Adapter for FixedQuota {
+    fn name(&self) -> &'static str {
+        "fixedquota"
+    }
+    fn templates(&self) -> &'static [&'static str] {
+        &["quota"]
+    }
+    fn build(&self, c: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
+        Ok(Arc::new(FixedQuotaHandler { left: Mutex::new(c.params["limit"].as_i64().unwrap_or(0)) }))
+    }
+}
+
+impl Handler for FixedQuotaHandler {
+    fn as_quota(&self) -> Option<&dyn QuotaHandler> {
+        Some(self)
+    }
+}
+
+impl QuotaHandler for FixedQuotaHandler {
+    fn allocate(&self, _: &InstanceView<'_>, args: &QuotaArgs, _: &RequestContext<'_>) -> Poll<QuotaResult> {
+        let mut left = self.left.lock();
+        let granted = if args.amount <= *left { args.amount } else { 0 };
+        *left -= granted;
+        Poll::Ready(QuotaResult { status: Status::ok(), granted, valid_duration: mixer_attr::Duration::from_secs(1) })
     }
 }
 
@@ -193,7 +226,10 @@ fn setup(cfg: &Config) -> Setup {
     let platform = vt.platform();
     let counter = Arc::new(Counter::default());
     let mut registry = AdapterRegistry::new();
-    registry.register(Arc::new(HttpAuthz)).register(Arc::new(CounterAdapter(counter.clone())));
+    registry
+        .register(Arc::new(HttpAuthz))
+        .register(Arc::new(CounterAdapter(counter.clone())))
+        .register(Arc::new(FixedQuota));
     let snapshot = compile(cfg, &registry, &platform, None, &CompileOptions::default()).expect("config compiles");
     Setup { vt, pipeline: Pipeline::new(snapshot, platform), registry, counter }
 }
@@ -364,4 +400,76 @@ fn instance_errors_are_counted_not_fatal() {
     let summary = worker.report(&request("reviews", "alice"));
     assert_eq!((summary.instances_sent, summary.instance_errors), (0, 1));
     assert_eq!(s.pipeline.stats().instance_errors.load(Ordering::Relaxed), 1);
+}
+
+/// The config plus a quota of 2 units that every request charges 1 of.
+fn config_with_quota() -> Config {
+    let mut cfg = config(json!({}), false, "1");
+    cfg.handlers.push(handler("quota", "fixedquota", json!({"limit": 2}), false));
+    cfg.instances.push(instance("requestcount", "quota", json!({"dimensions": {"svc": "destination.service.name"}})));
+    cfg.rules.push(rule("quota", "", "quota", &["requestcount"]));
+    cfg.quota_specs = vec![v2::QuotaSpec {
+        name: "spec".into(),
+        namespace: "istio-system".into(),
+        rules: vec![v2::QuotaRule { r#match: vec![], quotas: vec![v2::Quota { quota: "requestcount".into(), charge: 1 }] }],
+    }];
+    cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
+        name: "all".into(),
+        namespace: "istio-system".into(),
+        services: vec![v2::IstioService { service: "*".into(), ..Default::default() }],
+        quota_specs: vec![v2::QuotaSpecReference { name: "spec".into(), namespace: String::new() }],
+    }];
+    cfg
+}
+
+fn answer(vt: &VirtualPlatform, status: u16) {
+    let calls = vt.http_requests();
+    assert_eq!(calls.len(), 1, "one backend call outstanding");
+    vt.respond_http(calls[0].0, Ok(HttpResponse { status, headers: vec![], body: Bytes::new() }));
+}
+
+#[test]
+fn quota_is_charged_after_an_async_precondition_allows() {
+    let s = setup(&config_with_quota());
+    // Denied by the backend: the quota is not charged.
+    let (started, slot) = start(&s, &request("reviews", "mallory"));
+    let CheckStart::Pending(_h) = started else { panic!("pending") };
+    answer(&s.vt, 403);
+    let a = slot.lock().take().expect("answered");
+    assert_eq!(a.status.code, Code::PERMISSION_DENIED);
+    assert!(a.quotas.is_empty());
+    // Allowed: charged, after the backend answered, with the owned copy of the bag.
+    for (i, expect_ok) in [true, true, false].into_iter().enumerate() {
+        let (started, slot) = start(&s, &request("reviews", &format!("user{i}")));
+        let CheckStart::Pending(_h) = started else { panic!("pending") };
+        answer(&s.vt, 200);
+        let a = slot.lock().take().expect("answered");
+        assert_eq!(a.quotas.len(), 1);
+        assert_eq!(a.is_allowed(), expect_ok, "{:?}", a.status);
+    }
+    // A cached precondition still charges the quota.
+    let (started, _) = start(&s, &request("reviews", "user0"));
+    let CheckStart::Done(a) = started else { panic!("cache hit") };
+    assert!(a.cache_hit);
+    assert_eq!(a.status.code, Code::RESOURCE_EXHAUSTED);
+    // Inline precondition (ratings is not checked by the backend), quota exhausted.
+    let (started, _) = start(&s, &request("ratings", "x"));
+    let CheckStart::Done(a) = started else { panic!("inline") };
+    assert_eq!(a.status.code, Code::RESOURCE_EXHAUSTED);
+}
+
+#[test]
+fn cancel_before_the_precondition_answers_charges_nothing() {
+    let s = setup(&config_with_quota());
+    let (started, slot) = start(&s, &request("reviews", "eve"));
+    let CheckStart::Pending(h) = started else { panic!("pending") };
+    drop(h);
+    answer(&s.vt, 200);
+    assert!(slot.lock().is_none());
+    // Both units are still there.
+    for _ in 0..2 {
+        let (started, _) = start(&s, &request("ratings", "x"));
+        let CheckStart::Done(a) = started else { panic!("inline") };
+        assert!(a.is_allowed());
+    }
 }

@@ -382,6 +382,8 @@ pub fn compile(
         }
     }
 
+    let quota_specs = super::QuotaSpecs::compile(config, &vocabulary, &mut errors);
+
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -414,7 +416,7 @@ pub fn compile(
         rules.push(rule);
     }
     let destination_namespace = vocabulary.lookup("destination.namespace");
-    Ok(Snapshot { vocabulary, handlers, instances, rules, warnings, destination_namespace })
+    Ok(Snapshot { vocabulary, handlers, instances, rules, quota_specs, warnings, destination_namespace })
 }
 
 fn fingerprint(adapter: &str, params: &serde_json::Value, instances: &[Arc<CompiledInstance>]) -> String {

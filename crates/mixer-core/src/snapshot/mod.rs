@@ -8,6 +8,7 @@
 
 mod compile;
 mod params;
+mod quota_spec;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::instance::CompiledInstance;
 pub use compile::{compile, CompileOptions};
 pub use mixer_proto::v2::Config;
 pub use params::{json_to_struct, struct_to_json};
+pub use quota_spec::QuotaSpecs;
 
 /// Where in the config a problem is: the object, the field, and (for YAML) the position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +156,8 @@ pub struct Snapshot {
     pub handlers: Vec<HandlerEntry>,
     pub instances: Vec<Arc<CompiledInstance>>,
     pub rules: Vec<CompiledRule>,
+    /// Which quotas requests charge (QuotaSpec / QuotaSpecBinding).
+    pub quota_specs: QuotaSpecs,
     /// Non-fatal notes (skipped kinds and handlers).
     pub warnings: Vec<String>,
     /// `destination.namespace` in this vocabulary (for namespace-scoped rules).
@@ -170,6 +174,7 @@ impl Snapshot {
             handlers: Vec::new(),
             instances: Vec::new(),
             rules: Vec::new(),
+            quota_specs: QuotaSpecs::default(),
             warnings: Vec::new(),
             destination_namespace,
         }

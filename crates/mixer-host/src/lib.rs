@@ -118,9 +118,18 @@ impl EventLoop {
     /// Runs the loop until no task, timer or callout is left, or `limit` passes. Returns true
     /// when it went idle.
     pub fn run_until_idle(&self, limit: Duration) -> bool {
+        self.run_until(|| false, limit)
+    }
+
+    /// Runs the loop until `done()` holds (checked after each batch of work), nothing is left to
+    /// run, or `limit` passes. Returns true unless the limit passed.
+    pub fn run_until(&self, done: impl Fn() -> bool, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             self.run_ready();
+            if done() {
+                return true;
+            }
             let mut s = self.inner.state.lock();
             if !s.posted.is_empty() {
                 continue;

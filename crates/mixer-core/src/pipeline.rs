@@ -22,6 +22,7 @@ use crate::decision::{Decision, DecisionBuilder};
 use crate::instance::{CompiledInstance, InstanceView};
 use crate::pal::{Dispatcher, Platform};
 use crate::pending::{Abandoned, Poll};
+use crate::snapshot::index::each_candidate;
 use crate::snapshot::{CompiledHeaderOp, CompiledRule, FailurePolicy, HeaderOpKind, Snapshot};
 use crate::status::{Code, Status};
 
@@ -280,6 +281,33 @@ impl fmt::Debug for Worker {
     }
 }
 
+thread_local! {
+    static CANDIDATES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The rules that can match a request (per the rule index), in config order. The bitset is
+/// borrowed from a per-thread buffer and handed back on drop.
+struct Candidates(Vec<u64>);
+
+impl Candidates {
+    fn of(snapshot: &Snapshot, bag: &dyn Bag, refs: &mut impl ReferenceRecorder) -> Candidates {
+        let mut bits = CANDIDATES.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        snapshot.rule_index.candidates(bag, refs, &mut bits);
+        Candidates(bits)
+    }
+
+    fn rules<'s>(&'s self, snapshot: &'s Snapshot) -> impl Iterator<Item = &'s CompiledRule> + 's {
+        each_candidate(&self.0).filter_map(move |i| snapshot.rules.get(i))
+    }
+}
+
+impl Drop for Candidates {
+    fn drop(&mut self) {
+        let bits = std::mem::take(&mut self.0);
+        CANDIDATES.with(|c| *c.borrow_mut() = bits);
+    }
+}
+
 /// Whether `rule` applies to the request in `bag`.
 fn rule_matches(snapshot: &Snapshot, rule: &CompiledRule, bag: &dyn Bag, refs: &mut impl ReferenceRecorder, stats: &PipelineStats) -> bool {
     if let (Some(scope), Some(id)) = (&rule.namespace_scope, snapshot.destination_namespace) {
@@ -431,7 +459,8 @@ impl Worker {
         let mut builder = DecisionBuilder::new();
         let mut pending = Vec::new();
         let mut values = Vec::new();
-        for rule in &snapshot.rules {
+        let candidates = Candidates::of(&snapshot, bag, &mut refs);
+        for rule in candidates.rules(&snapshot) {
             if rule.check_actions.is_empty() && rule.request_header_ops.is_empty() && rule.response_header_ops.is_empty() {
                 continue;
             }
@@ -549,7 +578,8 @@ impl Worker {
         let mut values = Vec::new();
         let mut ready = Vec::new();
         let mut pending = Vec::new();
-        for rule in &snapshot.rules {
+        let candidates = Candidates::of(&snapshot, bag, &mut ());
+        for rule in candidates.rules(&snapshot) {
             if rule.quota_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
                 continue;
             }
@@ -602,7 +632,8 @@ impl Worker {
         PipelineStats::inc(&stats.reports);
         let mut summary = ReportSummary::default();
         let mut values: Vec<Vec<Value<'_>>> = Vec::new();
-        for rule in &snapshot.rules {
+        let candidates = Candidates::of(&snapshot, bag, &mut ());
+        for rule in candidates.rules(&snapshot) {
             if rule.report_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
                 continue;
             }
@@ -642,7 +673,8 @@ impl Worker {
         let stats = &self.pipeline.shared.stats;
         let mut message = MutationMessage::default();
         let mut values = Vec::new();
-        for rule in &snapshot.rules {
+        let candidates = Candidates::of(&snapshot, bag, &mut ());
+        for rule in candidates.rules(&snapshot) {
             if rule.mutation_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
                 continue;
             }

@@ -24,11 +24,13 @@ pub struct CompileOptions {
     pub skip_unknown_adapters: bool,
     /// The namespace whose rules apply to every request (Mixer's default config namespace).
     pub root_namespace: String,
+    /// Index rules by their guard attributes (off only to compare results in tests).
+    pub index_rules: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { skip_unknown_adapters: false, root_namespace: "istio-system".to_string() }
+        CompileOptions { skip_unknown_adapters: false, root_namespace: "istio-system".to_string(), index_rules: true }
     }
 }
 
@@ -389,7 +391,14 @@ pub fn compile(
     }
 
     let mut rules = Vec::new();
+    let mut guards = Vec::new();
     for (name, predicate, namespace_scope, actions, request_header_ops, response_header_ops, experimental) in raw_rules {
+        guards.push(
+            predicate
+                .as_ref()
+                .filter(|_| options.index_rules)
+                .and_then(|p| super::index::guard_of(p.source(), &vocabulary)),
+        );
         let mut rule = CompiledRule {
             name: name.into(),
             predicate,
@@ -416,7 +425,8 @@ pub fn compile(
         rules.push(rule);
     }
     let destination_namespace = vocabulary.lookup("destination.namespace");
-    Ok(Snapshot { vocabulary, handlers, instances, rules, quota_specs, warnings, destination_namespace })
+    let rule_index = super::index::RuleIndex::build(&guards);
+    Ok(Snapshot { vocabulary, handlers, instances, rules, quota_specs, rule_index, warnings, destination_namespace })
 }
 
 fn fingerprint(adapter: &str, params: &serde_json::Value, instances: &[Arc<CompiledInstance>]) -> String {

@@ -7,6 +7,7 @@
 //! found, each naming its object and field.
 
 mod compile;
+pub mod index;
 mod params;
 mod quota_spec;
 
@@ -158,6 +159,8 @@ pub struct Snapshot {
     pub rules: Vec<CompiledRule>,
     /// Which quotas requests charge (QuotaSpec / QuotaSpecBinding).
     pub quota_specs: QuotaSpecs,
+    /// Candidate rules by guard attribute value.
+    pub rule_index: index::RuleIndex,
     /// Non-fatal notes (skipped kinds and handlers).
     pub warnings: Vec<String>,
     /// `destination.namespace` in this vocabulary (for namespace-scoped rules).
@@ -175,6 +178,7 @@ impl Snapshot {
             instances: Vec::new(),
             rules: Vec::new(),
             quota_specs: QuotaSpecs::default(),
+            rule_index: index::RuleIndex::default(),
             warnings: Vec::new(),
             destination_namespace,
         }

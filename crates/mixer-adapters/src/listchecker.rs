@@ -330,14 +330,13 @@ impl CheckHandler for ListChecker {
         let Some(current) = current.as_deref() else {
             return Poll::Ready(CheckResult::failure(Status::new(Code::UNAVAILABLE, format!("{}: list not fetched yet", self.name))));
         };
-        if let (Some(fetched), Some(p)) = (current.fetched, &self.provider) {
-            if self.clock.monotonic().since(fetched) > p.ttl {
+        if let (Some(fetched), Some(p)) = (current.fetched, &self.provider)
+            && self.clock.monotonic().since(fetched) > p.ttl {
                 return Poll::Ready(CheckResult::failure(Status::new(
                     Code::UNAVAILABLE,
                     format!("{}: list is older than its ttl and could not be refreshed", self.name),
                 )));
             }
-        }
         let Some(value) = view.get("value") else {
             return Poll::Ready(CheckResult::deny(Status::new(Code::INVALID_ARGUMENT, "listentry has no value"), Duration::ZERO, 0));
         };

@@ -282,11 +282,10 @@ impl QuotaHandler for MemQuota {
         }
         let now = self.clock.monotonic();
         let dedup_key = format!("{}\u{1f}{}", view.name(), args.deduplication_id);
-        if let Some(prev) = self.dedup.lock().get(&dedup_key) {
-            if now.since(prev.at).as_nanos() < u128::from(self.dedup_window) {
+        if let Some(prev) = self.dedup.lock().get(&dedup_key)
+            && now.since(prev.at).as_nanos() < u128::from(self.dedup_window) {
                 return Poll::Ready(prev.result.clone());
             }
-        }
         let result = self.allocate_now(view, args);
         self.dedup.lock().put(dedup_key, Dedup { at: now, result: result.clone() });
         Poll::Ready(result)

@@ -235,32 +235,29 @@ fn property(view: &InstanceView<'_>, map: &str, key: &str) -> Option<String> {
 
 impl Rbac {
     fn subject_matches(&self, s: &Subject, view: &InstanceView<'_>) -> bool {
-        if let Some(u) = &s.user {
-            if !u.matches(text(view, "subject.user")) {
+        if let Some(u) = &s.user
+            && !u.matches(text(view, "subject.user")) {
                 return false;
             }
-        }
-        if let Some(g) = &s.group {
-            if !text(view, "subject.groups").split(',').any(|x| x.trim() == g) {
+        if let Some(g) = &s.group
+            && !text(view, "subject.groups").split(',').any(|x| x.trim() == g) {
                 return false;
             }
-        }
         s.properties.iter().all(|(k, v)| property(view, "subject.properties", k).as_deref() == Some(v.as_str()))
     }
 
     fn role_allows(&self, role: &Role, view: &InstanceView<'_>) -> bool {
-        if let Some(ns) = &role.namespace {
-            if text(view, "action.namespace") != ns {
+        if let Some(ns) = &role.namespace
+            && text(view, "action.namespace") != ns {
                 return false;
             }
-        }
         let (service, method, path) = (text(view, "action.service"), text(view, "action.method"), text(view, "action.path"));
         role.rules.iter().any(|r| {
             any_of(&r.services, service)
                 && any_of(&r.methods, method)
                 && any_of(&r.paths, path)
                 && r.constraints.iter().all(|(k, values)| {
-                    property(view, "action.properties", k).is_some_and(|v| values.iter().any(|x| *x == v))
+                    property(view, "action.properties", k).is_some_and(|v| values.contains(&v))
                 })
         })
     }

@@ -1,5 +1,6 @@
 //! A check through the `denier` and a report through `stdio`, end to end through the pipeline,
 //! with config in the shape of Istio's Bookinfo samples.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! `listchecker` through the pipeline: static lists, IP ranges, and a provider URL refreshed
 //! through the PAL on virtual time (last good list kept on failure, ttl, failure policy).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,7 @@ fn setup(cfg: &Config) -> (VirtualPlatform, Pipeline) {
         .expect("compiles");
     let options = mixer_core::PipelineOptions {
         check_cache: mixer_core::cache::CheckCacheConfig { max_entries: 0, ..Default::default() },
+        ..Default::default()
     };
     (vt, Pipeline::with_options(snap, platform, options))
 }

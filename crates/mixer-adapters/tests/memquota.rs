@@ -1,5 +1,6 @@
 //! `memquota` through the pipeline's quota path: Bookinfo's overrides, fixed and rolling windows
 //! on virtual time, deduplication, best effort, and 4 threads never granting past the limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,4 +1,5 @@
 //! `rbac` through the pipeline with the `authorization` template.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
 use mixer_core::pal::virtual_time::VirtualPlatform;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod bag;
+pub mod compressed;
 pub mod json;
 mod referenced;
 mod time_values;
@@ -15,6 +16,10 @@ mod value;
 mod vocabulary;
 
 pub use bag::{Attributes, Bag, LayeredBag};
+pub use compressed::{
+    DecodeError, GLOBAL_WORD_COUNT, GLOBAL_WORDS, decode, decode_bytes, encode, encode_bytes,
+    global_word_index,
+};
 pub use referenced::{Presence, Reference, ReferenceRecorder, ReferencedAttributes};
 pub use time_values::{Duration, Timestamp, TimeParseError};
 pub use value::{StringMap, StringMapRef, StringMapView, Value, ValueType, ValueTypeParseError};

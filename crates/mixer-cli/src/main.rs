@@ -7,10 +7,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_cmd;
+mod config_cmd;
+mod demo;
 mod expr_cmd;
+mod session;
 
 #[derive(Parser, Debug)]
-#[command(name = "mixer", version, about = "Mixer V2: in-proxy policy and telemetry")]
+#[command(
+    name = "mixer",
+    version,
+    about = "Mixer V2: in-proxy policy and telemetry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,12 +28,21 @@ struct Cli {
 enum Command {
     /// Evaluate attribute expressions.
     Expr(expr_cmd::ExprCommand),
+    /// Validate operator config (YAML or protobuf) and show what it compiles to.
+    Config(config_cmd::ConfigCommand),
+    /// Run the precondition check (and quotas) of requests against a config.
+    Check(check_cmd::CheckCommand),
+    /// Run scripted Bookinfo-shaped traffic through the embedded config and print the results.
+    Demo(demo::DemoCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Expr(cmd) => expr_cmd::run(cmd),
+        Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Check(cmd) => check_cmd::run(cmd),
+        Command::Demo(cmd) => demo::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -167,6 +167,12 @@ pub trait QuotaHandler: Send + Sync {
         args: &QuotaArgs,
         ctx: &RequestContext<'_>,
     ) -> Poll<QuotaResult>;
+
+    /// True for remote backends: the pipeline then answers quota checks from the token cache
+    /// and calls `allocate` only to prefetch tokens (deduplication ids are not forwarded).
+    fn prefetch(&self) -> bool {
+        false
+    }
 }
 
 /// Serves `report`-variety templates. Called inline on the request path: buffer, don't block.

@@ -17,6 +17,7 @@ use mixer_attr::{Attributes, Bag, ReferenceRecorder, ReferencedAttributes, Value
 use parking_lot::Mutex;
 
 use crate::adapter::{CheckResult, HeaderChange, MutationMessage, QuotaArgs, QuotaResult, RequestContext};
+use crate::cache::quota::{PrefetchOutcome, QuotaCache, QuotaCacheConfig};
 use crate::cache::{CheckCache, CheckCacheConfig, PreparedKey};
 use crate::decision::{Decision, DecisionBuilder};
 use crate::instance::{CompiledInstance, InstanceView};
@@ -54,12 +55,14 @@ struct Shared {
     platform: Platform,
     stats: PipelineStats,
     check_cache: CheckCache,
+    quota_cache: Arc<QuotaCache>,
 }
 
 /// Pipeline settings.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PipelineOptions {
     pub check_cache: CheckCacheConfig,
+    pub quota_cache: QuotaCacheConfig,
 }
 
 /// The shared pipeline: the live snapshot and the platform. Cheap to clone.
@@ -88,6 +91,7 @@ impl Pipeline {
                 platform,
                 stats: PipelineStats::default(),
                 check_cache: CheckCache::new(options.check_cache),
+                quota_cache: Arc::new(QuotaCache::new(options.quota_cache)),
             }),
         }
     }
@@ -95,6 +99,11 @@ impl Pipeline {
     /// The check cache (for its counters).
     pub fn check_cache(&self) -> &CheckCache {
         &self.shared.check_cache
+    }
+
+    /// The quota token cache (for its counters).
+    pub fn quota_cache(&self) -> &QuotaCache {
+        &self.shared.quota_cache
     }
 
     /// The live snapshot.
@@ -282,6 +291,7 @@ impl fmt::Debug for Worker {
 }
 
 thread_local! {
+    static QUOTA_KEY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
     static CANDIDATES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -593,6 +603,10 @@ impl Worker {
                         continue;
                     }
                     let view = InstanceView { instance, values: &values };
+                    if handler.prefetch() {
+                        ready.push((req.name.clone(), self.quota_from_cache(&view, handler, &req.args, &ctx)));
+                        continue;
+                    }
                     match handler.allocate(&view, &req.args, &ctx) {
                         Poll::Ready(r) => ready.push((req.name.clone(), r)),
                         Poll::Pending(p) => pending.push((req.name.clone(), req.args.amount, p)),
@@ -622,6 +636,62 @@ impl Worker {
             });
         }
         None
+    }
+
+    /// Answers a quota check from the token cache, sending the prefetch it asks for (if any) to
+    /// the handler; the answer feeds the cache when it arrives.
+    fn quota_from_cache(
+        &self,
+        view: &InstanceView<'_>,
+        handler: &dyn crate::adapter::QuotaHandler,
+        args: &QuotaArgs,
+        ctx: &RequestContext<'_>,
+    ) -> QuotaResult {
+        let shared = &self.pipeline.shared;
+        let now = shared.platform.clock.monotonic();
+        let quota: &str = &view.instance.name;
+        let decision = QUOTA_KEY.with(|buf| {
+            let mut key = buf.take();
+            key.clear();
+            for v in view.values {
+                use std::fmt::Write as _;
+                let _ = write!(key, "{v}\u{1f}");
+            }
+            let d = shared.quota_cache.check(quota, &key, args.amount, now);
+            buf.replace(key);
+            d
+        });
+        if let Some(pf) = decision.prefetch {
+            let mut key = String::new();
+            for v in view.values {
+                use std::fmt::Write as _;
+                let _ = write!(key, "{v}\u{1f}");
+            }
+            let prefetch_args = QuotaArgs { amount: pf.amount, best_effort: true, deduplication_id: String::new() };
+            let outcome = |r: Result<QuotaResult, Abandoned>| match r {
+                Ok(r) if r.status.is_ok() || r.status.code == Code::RESOURCE_EXHAUSTED => PrefetchOutcome::Granted {
+                    amount: r.granted,
+                    valid_for: r.valid_duration.to_std().unwrap_or_default(),
+                },
+                _ => PrefetchOutcome::Failed,
+            };
+            match handler.allocate(view, &prefetch_args, ctx) {
+                Poll::Ready(r) => shared.quota_cache.on_response(quota, &key, pf.id, outcome(Ok(r)), now),
+                Poll::Pending(p) => {
+                    let (cache, clock, quota) = (shared.quota_cache.clone(), shared.platform.clock.clone(), quota.to_string());
+                    p.on_complete(move |r| cache.on_response(&quota, &key, pf.id, outcome(r), clock.monotonic()));
+                }
+            }
+        }
+        if decision.granted {
+            QuotaResult { status: Status::ok(), granted: args.amount, valid_duration: mixer_attr::Duration::ZERO }
+        } else {
+            QuotaResult {
+                status: Status::new(Code::RESOURCE_EXHAUSTED, format!("quota is exhausted for {quota}")),
+                granted: 0,
+                valid_duration: mixer_attr::Duration::ZERO,
+            }
+        }
     }
 
     /// Sends the completed request in `bag` to every matching rule's report handlers.

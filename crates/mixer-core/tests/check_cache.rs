@@ -1,5 +1,6 @@
 //! The check cache: the C++ Mixer client's check-cache cases, ported, plus concurrency and
 //! key-ambiguity cases it could not pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

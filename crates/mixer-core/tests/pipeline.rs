@@ -1,5 +1,6 @@
 //! The pipeline end to end on virtual time, with test adapters: an asynchronous check backend
 //! reached through the PAL's HTTP callout, and a counting report backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,5 +1,6 @@
 //! The rule index changes which rules are evaluated, never the outcome: decisions with and
 //! without the index agree on generated rule sets and requests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
@@ -106,7 +107,10 @@ fn index_never_changes_decisions() {
     let vt = VirtualPlatform::new();
     let mut registry = AdapterRegistry::new();
     registry.register(Arc::new(Named));
-    let no_cache = PipelineOptions { check_cache: mixer_core::cache::CheckCacheConfig { max_entries: 0, ..Default::default() } };
+    let no_cache = PipelineOptions {
+        check_cache: mixer_core::cache::CheckCacheConfig { max_entries: 0, ..Default::default() },
+        ..Default::default()
+    };
     for round in 0..20 {
         let cfg = generated_config(&mut rng, 10 + round * 5);
         let indexed = compile(&cfg, &registry, &vt.platform(), None, &CompileOptions::default()).unwrap();

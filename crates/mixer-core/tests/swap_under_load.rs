@@ -1,6 +1,7 @@
 //! Live config swaps under load: 4 threads run checks and reports while another thread swaps
 //! between two configs 1000 times. No request fails, and every report is counted exactly once,
 //! by the handler of the snapshot that was live when the report started.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

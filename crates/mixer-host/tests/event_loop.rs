@@ -1,5 +1,6 @@
 //! The std host's event loop: timers, posts from other threads, and HTTP callouts against a
 //! loopback server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

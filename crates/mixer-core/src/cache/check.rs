@@ -137,18 +137,21 @@ impl CheckCache {
         let found = KEY_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             for (id, shape) in shapes.iter().enumerate() {
-                let Some(key) = shape.key(id as u32, bag, &mut buf) else { continue };
-                let mut shard = self.shards[shard_of(&key, self.shards.len())].lock();
-                let Some(entry) = shard.get_mut(&key) else { continue };
+                if !shape.encode(id as u32, bag, &mut buf) {
+                    continue;
+                }
+                let key: &[u8] = &buf;
+                let mut shard = self.shards[shard_of(key, self.shards.len())].lock();
+                let Some(entry) = shard.get_mut(key) else { continue };
                 if entry.expires <= now || entry.uses_left <= 0 {
-                    shard.pop(&key);
+                    shard.pop(key);
                     CacheStats::inc(&self.stats.expirations);
                     continue;
                 }
                 entry.uses_left -= 1;
                 let decision = entry.decision.clone();
                 if entry.uses_left == 0 {
-                    shard.pop(&key);
+                    shard.pop(key);
                     CacheStats::inc(&self.stats.expirations);
                 }
                 return Some(decision);
@@ -194,11 +197,11 @@ impl CheckCache {
         let Some(ttl) = decision.valid_duration.to_std().filter(|d| !d.is_zero()) else { return };
         let key = prepared.key;
         let entry = Entry { expires: now.plus(ttl), uses_left: decision.valid_use_count, decision };
-        let mut shard = self.shards[shard_of(&key, self.shards.len())].lock();
-        if let Some((old_key, _)) = shard.push(key.clone(), entry) {
-            if old_key != key {
-                CacheStats::inc(&self.stats.evictions);
-            }
+        let mut shard = self.shards[shard_of(&key.0, self.shards.len())].lock();
+        if let Some((old_key, _)) = shard.push(key.clone(), entry)
+            && old_key != key
+        {
+            CacheStats::inc(&self.stats.evictions);
         }
         CacheStats::inc(&self.stats.inserts);
     }

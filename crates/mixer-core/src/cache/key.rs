@@ -6,8 +6,6 @@
 //! the shape's id followed by the encoded values of the `Exact` references. The full key is kept
 //! and compared, never only its hash.
 
-use std::hash::{Hash, Hasher};
-
 use mixer_attr::{Bag, Presence, Reference, ReferencedAttributes, Value};
 
 /// The references of one decision, canonically ordered.
@@ -22,6 +20,13 @@ pub struct KeyShape {
 /// A request's key under one shape: full bytes, compared in full.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShapeKey(pub(crate) Vec<u8>);
+
+/// Lets the cache look a key up by the bytes of a reused buffer, without copying them.
+impl std::borrow::Borrow<[u8]> for ShapeKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl KeyShape {
     /// The shape of `referenced`.
@@ -50,6 +55,11 @@ impl KeyShape {
 
     /// The key of `bag` under this shape, or `None` when the request does not fit it.
     pub fn key(&self, shape_id: u32, bag: &dyn Bag, buf: &mut Vec<u8>) -> Option<ShapeKey> {
+        self.encode(shape_id, bag, buf).then(|| ShapeKey(buf.clone()))
+    }
+
+    /// Writes the key of `bag` under this shape into `buf`; false when the request does not fit.
+    pub(crate) fn encode(&self, shape_id: u32, bag: &dyn Bag, buf: &mut Vec<u8>) -> bool {
         buf.clear();
         buf.extend_from_slice(&shape_id.to_le_bytes());
         for (r, presence_only) in self.refs.iter().zip(&self.presence_only) {
@@ -58,25 +68,27 @@ impl KeyShape {
                 (None, v) => v.is_some(),
                 (Some(k), Some(Value::StringMap(m))) => {
                     let entry = m.get(k);
-                    if r.presence == Presence::Exact {
-                        if let Some(s) = entry {
-                            encode_str(buf, s);
-                        }
+                    if r.presence == Presence::Exact
+                        && let Some(s) = entry
+                    {
+                        encode_str(buf, s);
                     }
                     entry.is_some()
                 }
                 (Some(_), _) => false,
             };
             if present != (r.presence == Presence::Exact) {
-                return None;
+                return false;
             }
-            if r.map_key.is_none() && present && !presence_only {
-                if let Some(v) = &value {
-                    encode_value(buf, v);
-                }
+            if r.map_key.is_none()
+                && present
+                && !presence_only
+                && let Some(v) = &value
+            {
+                encode_value(buf, v);
             }
         }
-        Some(ShapeKey(buf.clone()))
+        true
     }
 }
 
@@ -116,9 +128,10 @@ fn encode_value(buf: &mut Vec<u8>, v: &Value<'_>) {
     }
 }
 
-/// A fast hash of a key, for choosing a shard.
-pub(crate) fn shard_of(key: &ShapeKey, shards: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() as usize) % shards.max(1)
+/// A fast hash of a key's bytes, for choosing a shard.
+pub(crate) fn shard_of(key: &[u8], shards: usize) -> usize {
+    use std::hash::BuildHasher;
+    let h = foldhash::fast::FixedState::with_seed(0x6d69_7865_7232).hash_one(key);
+    // The high bits: the map inside the shard uses the low ones.
+    ((h >> 32) as usize) % shards.max(1)
 }

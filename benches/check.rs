@@ -1,0 +1,175 @@
+//! The precondition path: a check answered from the check cache, and a full miss through 10
+//! in-process rules (listchecker and rbac handlers), on the std host's clock.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
+use mixer_core::cache::CheckCacheConfig;
+use mixer_core::snapshot::json_to_struct;
+use mixer_core::{CheckStart, CompileOptions, Config, Pipeline, PipelineOptions, compile};
+use mixer_host::EventLoop;
+use mixer_proto::v2;
+use serde_json::json;
+
+fn handler(name: &str, adapter: &str, params: serde_json::Value) -> v2::Handler {
+    v2::Handler {
+        name: name.into(),
+        namespace: "istio-system".into(),
+        adapter: adapter.into(),
+        params: Some(json_to_struct(&params)),
+        ..Default::default()
+    }
+}
+
+fn instance(name: &str, template: &str, params: serde_json::Value) -> v2::Instance {
+    v2::Instance {
+        name: name.into(),
+        namespace: "istio-system".into(),
+        template: template.into(),
+        params: Some(json_to_struct(&params)),
+        ..Default::default()
+    }
+}
+
+/// 10 rules, every one matching a typical request: 5 whitelist checks of the caller's version
+/// (listchecker) and 5 role checks (rbac).
+pub fn ten_rules() -> Config {
+    let mut cfg = Config {
+        handlers: vec![
+            handler(
+                "versions",
+                "listchecker",
+                json!({"overrides": ["v1", "v2", "v3"], "blacklist": false}),
+            ),
+            handler(
+                "roles",
+                "rbac",
+                json!({
+                    "roles": [{"name": "reader", "rules": [{"services": ["reviews.*"], "methods": ["GET"], "paths": ["/reviews/*"]}]}],
+                    "bindings": [{"role": "reader", "subjects": [{"user": "cluster.local/ns/default/sa/productpage"}]}]
+                }),
+            ),
+        ],
+        instances: vec![
+            instance(
+                "version",
+                "listentry",
+                json!({"value": "source.labels[\"version\"] | \"none\""}),
+            ),
+            instance(
+                "authz",
+                "authorization",
+                json!({
+                    "subject": {"user": "source.principal | \"\""},
+                    "action": {"service": "destination.service.host | \"\"", "method": "request.method | \"\"", "path": "request.path | \"\""}
+                }),
+            ),
+        ],
+        ..Default::default()
+    };
+    for i in 0..10 {
+        let (h, inst) = if i % 2 == 0 {
+            ("versions", "version")
+        } else {
+            ("roles", "authz")
+        };
+        cfg.rules.push(v2::Rule {
+            name: format!("rule{i}"),
+            namespace: "istio-system".into(),
+            r#match: format!("request.path.startsWith(\"/\") && request.method != \"X{i}\""),
+            actions: vec![v2::Action {
+                handler: h.into(),
+                instances: vec![inst.into()],
+                name: String::new(),
+            }],
+            ..Default::default()
+        });
+    }
+    cfg
+}
+
+fn request() -> Attributes<'static> {
+    let labels: StringMap = [
+        ("app".to_string(), "productpage".to_string()),
+        ("version".to_string(), "v1".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Attributes::new()
+        .with(
+            wk::SOURCE_PRINCIPAL,
+            Value::str("cluster.local/ns/default/sa/productpage"),
+        )
+        .with(wk::SOURCE_LABELS, Value::string_map(labels))
+        .with(
+            wk::DESTINATION_SERVICE_HOST,
+            Value::str("reviews.default.svc.cluster.local"),
+        )
+        .with(wk::REQUEST_METHOD, Value::str("GET"))
+        .with(wk::REQUEST_PATH, Value::str("/reviews/1"))
+        .with(wk::SOURCE_IP, Value::IpAddress("10.1.2.3".parse().unwrap()))
+        .with(
+            wk::REQUEST_ID,
+            Value::str("0d4e6f7a-1b2c-4d5e-8f90-a1b2c3d4e5f6"),
+        )
+}
+
+fn pipeline(cache: usize) -> (EventLoop, Pipeline) {
+    let lp = EventLoop::new();
+    let snap = compile(
+        &ten_rules(),
+        &mixer_adapters::registry(),
+        &lp.platform(),
+        None,
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    let options = PipelineOptions {
+        check_cache: CheckCacheConfig {
+            max_entries: cache,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    (
+        lp.clone(),
+        Pipeline::with_options(snap, lp.platform(), options),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let bag = request();
+    let mut g = c.benchmark_group("check");
+
+    let (lp, p) = pipeline(10_000);
+    let worker = p.worker(Arc::new(lp.clone()));
+    let CheckStart::Done(first) = worker.check(&bag, |_| {}) else {
+        panic!("in process")
+    };
+    assert!(first.is_allowed() && !first.cache_hit, "{:?}", first.status);
+    g.bench_function("cache_hit", |b| {
+        b.iter(|| match worker.check(black_box(&bag), |_| {}) {
+            CheckStart::Done(a) => {
+                debug_assert!(a.cache_hit);
+                black_box(a)
+            }
+            CheckStart::Pending(_) => unreachable!(),
+        })
+    });
+
+    let (lp, p) = pipeline(0);
+    let worker = p.worker(Arc::new(lp.clone()));
+    g.bench_function("miss_10_rules_listchecker_rbac", |b| {
+        b.iter(|| match worker.check(black_box(&bag), |_| {}) {
+            CheckStart::Done(a) => black_box(a),
+            CheckStart::Pending(_) => unreachable!(),
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -68,7 +68,7 @@ const TABLE: &[(&str, Load, Compile)] = &[
     ("testdata-metrictemplate.yaml",                           Load::Err(TEMPLATE_SYMLINK), Compile::NotLoaded),
     // Its rules refer to the instances of testdata-metrics.yaml and testdata-tcpmetrics.yaml.
     ("testdata-prometheus.yaml",                               Load::Ok([1, 0, 4, 0, 0, 0, 0]),
-        Compile::UntilAdapter("prometheus", (0, 4), "field `actions[0].instances[0]`: no instance `requestcount.metric`")),
+        Compile::Err("field `actions[0].instances[0]`: no instance `requestcount.metric`")),
     ("testdata-quota.yaml",                                    Load::Ok([1, 1, 1, 0, 0, 0, 0]), Compile::Ok(1, 1)),
     // Fragments: their handlers are defined in testdata-deny.yaml / testdata-accesslog.yaml.
     ("testdata-source_ip_deny.yaml",                           Load::Ok([0, 0, 1, 0, 0, 0, 0]),

@@ -120,6 +120,8 @@ pub fn compile(
 
     // 2. Instances.
     let mut instance_names = Names::default();
+    // Instances rejected for their template: references to them are not reported again.
+    let mut failed_instances = Names::default();
     let mut instances: Vec<Arc<CompiledInstance>> = Vec::new();
     let mut instance_ok: Vec<bool> = Vec::new();
     for msg in &config.instances {
@@ -135,6 +137,7 @@ pub fn compile(
                 "template",
                 format!("unknown template `{}` (known: {})", msg.template, known.join(", ")),
             ));
+            failed_instances.add(&msg.name, &msg.namespace, &["instance", msg.template.as_str()], 0);
             continue;
         };
         instance_names.add(&msg.name, &msg.namespace, &["instance", tmpl.name], index);
@@ -259,10 +262,7 @@ pub fn compile(
                 ));
                 continue;
             };
-            let Some(adapter) = pending[h].adapter.clone() else {
-                warnings.push(format!("{obj}: action {ai} dropped: handler `{}` was skipped", action.handler));
-                continue;
-            };
+            let adapter = pending[h].adapter.clone();
             if action.instances.is_empty() {
                 errors.push(ConfigError::new(&obj, format!("actions[{ai}].instances"), "an action needs at least one instance"));
             }
@@ -270,9 +270,12 @@ pub fn compile(
             for (ii, iname) in action.instances.iter().enumerate() {
                 let field = format!("actions[{ai}].instances[{ii}]");
                 let Some(i) = instance_names.resolve(iname, &msg.namespace) else {
-                    errors.push(ConfigError::new(&obj, field, format!("no instance `{iname}` ({})", instance_names.hint())));
+                    if failed_instances.resolve(iname, &msg.namespace).is_none() {
+                        errors.push(ConfigError::new(&obj, field, format!("no instance `{iname}` ({})", instance_names.hint())));
+                    }
                     continue;
                 };
+                let Some(adapter) = &adapter else { continue };
                 let tmpl = instances[i].template;
                 if !adapter.templates().contains(&tmpl.name) {
                     errors.push(ConfigError::new(
@@ -295,6 +298,10 @@ pub fn compile(
                 if !pending[h].instances.contains(&i) {
                     pending[h].instances.push(i);
                 }
+            }
+            if adapter.is_none() {
+                warnings.push(format!("{obj}: action {ai} dropped: handler `{}` was skipped", action.handler));
+                continue;
             }
             pending[h].referenced = true;
             let name = (!action.name.is_empty()).then(|| Arc::from(action.name.as_str()));

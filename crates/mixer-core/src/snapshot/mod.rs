@@ -38,8 +38,15 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(object: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An error about `field` of `object` (`kind/namespace/name`).
+    pub fn new(object: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { object: object.to_string(), field: field.into(), message: message.into(), location: None }
+    }
+
+    /// The same error at `file:line:column`.
+    pub fn at(mut self, file: impl Into<String>, line: u32, column: u32) -> Self {
+        self.location = Some((file.into(), line, column));
+        self
     }
 }
 

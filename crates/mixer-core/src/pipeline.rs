@@ -185,6 +185,86 @@ struct Join {
     callback: Option<CheckCallback>,
     cancelled: bool,
     cache_key: Option<PreparedKey>,
+    /// One slot per backend still to answer; taken by its answer or by its timeout.
+    outstanding: Vec<Option<Outstanding>>,
+}
+
+/// A backend a check waits for.
+struct Outstanding {
+    fail_open: bool,
+    experimental: bool,
+    name: Arc<str>,
+    timer: Option<crate::pal::TimerId>,
+}
+
+/// What ended the wait for one backend.
+enum Outcome {
+    Answered(Result<CheckResult, Abandoned>),
+    TimedOut,
+}
+
+/// Settles backend `k` of a pending check: its answer or its timeout, whichever comes first.
+#[derive(Clone)]
+struct Settle {
+    join: Arc<Mutex<Join>>,
+    dispatcher: Arc<dyn Dispatcher>,
+    pipeline: Pipeline,
+    k: usize,
+}
+
+impl Settle {
+    fn settle(&self, outcome: Outcome) {
+        let stats = &self.pipeline.shared.stats;
+        let mut j = self.join.lock();
+        let Some(h) = j.outstanding.get_mut(self.k).and_then(Option::take) else { return };
+        if let (Some(t), Outcome::Answered(_)) = (h.timer, &outcome) {
+            self.dispatcher.cancel_timer(t);
+        }
+        match outcome {
+            Outcome::Answered(Ok(r)) if r.backend_failure => {
+                PipelineStats::inc(&stats.handler_failures);
+                j.builder.add_failure(r.status.code, r.status.message, h.fail_open, h.experimental);
+            }
+            Outcome::Answered(Ok(r)) => j.builder.add(&r, h.experimental),
+            Outcome::Answered(Err(Abandoned)) => {
+                PipelineStats::inc(&stats.handler_failures);
+                let message = format!("handler `{}` did not answer", h.name);
+                j.builder.add_failure(Code::UNAVAILABLE, message, h.fail_open, h.experimental);
+            }
+            Outcome::TimedOut => {
+                PipelineStats::inc(&stats.handler_failures);
+                let message = format!("handler `{}` timed out", h.name);
+                j.builder.add_failure(Code::DEADLINE_EXCEEDED, message, h.fail_open, h.experimental);
+            }
+        }
+        j.remaining -= 1;
+        if j.remaining > 0 || j.cancelled {
+            return;
+        }
+        let builder = std::mem::take(&mut j.builder);
+        let refs = std::mem::take(&mut j.referenced);
+        let cache_key = j.cache_key.take();
+        drop(j);
+        let d = Arc::new(builder.finish(refs));
+        let shared = &self.pipeline.shared;
+        if let Some(key) = cache_key {
+            shared.check_cache.insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
+        }
+        let join = self.join.clone();
+        let pipeline = self.pipeline.clone();
+        self.dispatcher.post(Box::new(move || {
+            let callback = {
+                let mut j = join.lock();
+                if j.cancelled { None } else { j.callback.take() }
+            };
+            if let Some(cb) = callback {
+                if !d.is_allowed() {
+                    PipelineStats::inc(&pipeline.shared.stats.checks_denied);
+                }
+                cb(CheckAnswer { decision: d, cache_hit: false });
+            }
+        }));
+    }
 }
 
 /// An outstanding check. Dropping it cancels the check.
@@ -495,7 +575,9 @@ impl Worker {
                             builder.add_failure(r.status.code, r.status.message, fail_open, rule.experimental);
                         }
                         Poll::Ready(r) => builder.add(&r, rule.experimental),
-                        Poll::Pending(p) => pending.push((p, fail_open, rule.experimental, entry.name.clone())),
+                        Poll::Pending(p) => {
+                            pending.push((p, fail_open, rule.experimental, entry.name.clone(), entry.timeout))
+                        }
                     }
                 }
             }
@@ -512,6 +594,12 @@ impl Worker {
         }
         PipelineStats::inc(&stats.checks_pending);
         let cache_key = shared.check_cache.prepare(&refs, bag);
+        let outstanding = pending
+            .iter()
+            .map(|(_, fail_open, experimental, name, _)| {
+                Some(Outstanding { fail_open: *fail_open, experimental: *experimental, name: name.clone(), timer: None })
+            })
+            .collect();
         let join = Arc::new(Mutex::new(Join {
             builder,
             referenced: refs,
@@ -519,56 +607,16 @@ impl Worker {
             callback: Some(on_complete),
             cancelled: false,
             cache_key,
+            outstanding,
         }));
-        for (p, fail_open, experimental, handler_name) in pending {
-            let join = join.clone();
-            let dispatcher = self.dispatcher.clone();
-            let pipeline = self.pipeline.clone();
-            p.on_complete(move |result: Result<CheckResult, Abandoned>| {
-                let mut j = join.lock();
-                match result {
-                    Ok(r) if r.backend_failure => {
-                        PipelineStats::inc(&pipeline.shared.stats.handler_failures);
-                        j.builder.add_failure(r.status.code, r.status.message, fail_open, experimental);
-                    }
-                    Ok(r) => j.builder.add(&r, experimental),
-                    Err(Abandoned) => {
-                        PipelineStats::inc(&pipeline.shared.stats.handler_failures);
-                        j.builder.add_failure(
-                            Code::UNAVAILABLE,
-                            format!("handler `{handler_name}` did not answer"),
-                            fail_open,
-                            experimental,
-                        );
-                    }
-                }
-                j.remaining -= 1;
-                if j.remaining > 0 || j.cancelled {
-                    return;
-                }
-                let builder = std::mem::take(&mut j.builder);
-                let refs = std::mem::take(&mut j.referenced);
-                let cache_key = j.cache_key.take();
-                drop(j);
-                let d = Arc::new(builder.finish(refs));
-                if let Some(key) = cache_key {
-                    let shared = &pipeline.shared;
-                    shared.check_cache.insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
-                }
-                let join = join.clone();
-                dispatcher.post(Box::new(move || {
-                    let callback = {
-                        let mut j = join.lock();
-                        if j.cancelled { None } else { j.callback.take() }
-                    };
-                    if let Some(cb) = callback {
-                        if !d.is_allowed() {
-                            PipelineStats::inc(&pipeline.shared.stats.checks_denied);
-                        }
-                        cb(CheckAnswer { decision: d, cache_hit: false });
-                    }
-                }));
-            });
+        for (k, (p, _, _, _, timeout)) in pending.into_iter().enumerate() {
+            let settle = Settle { join: join.clone(), dispatcher: self.dispatcher.clone(), pipeline: self.pipeline.clone(), k };
+            let on_timeout = settle.clone();
+            let timer = self.dispatcher.schedule(timeout, Box::new(move || on_timeout.settle(Outcome::TimedOut)));
+            if let Some(Some(o)) = join.lock().outstanding.get_mut(k) {
+                o.timer = Some(timer);
+            }
+            p.on_complete(move |r| settle.settle(Outcome::Answered(r)));
         }
         CheckStart::Pending(CheckHandle { inner: HandleInner::Precondition(join) })
     }

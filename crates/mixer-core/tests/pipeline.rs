@@ -29,6 +29,9 @@ use serde_json::json;
 struct HttpAuthz;
 struct HttpAuthzHandler {
     abandon: bool,
+    /// Never answer: keep the completers.
+    hang: bool,
+    held: Mutex<Vec<mixer_core::pending::Completer<CheckResult>>>,
 }
 
 impl Adapter for HttpAuthz {
@@ -39,7 +42,11 @@ impl Adapter for HttpAuthz {
         &["authorization", "checknothing"]
     }
     fn build(&self, c: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
-        Ok(Arc::new(HttpAuthzHandler { abandon: c.params["abandon"].as_bool().unwrap_or(false) }))
+        Ok(Arc::new(HttpAuthzHandler {
+            abandon: c.params["abandon"].as_bool().unwrap_or(false),
+            hang: c.params["hang"].as_bool().unwrap_or(false),
+            held: Mutex::new(Vec::new()),
+        }))
     }
 }
 
@@ -54,6 +61,10 @@ impl CheckHandler for HttpAuthzHandler {
         let (completer, result) = pending();
         if self.abandon {
             drop(completer);
+            return Poll::Pending(result);
+        }
+        if self.hang {
+            self.held.lock().push(completer);
             return Poll::Pending(result);
         }
         let user = view.get("subject.user").map(|v| v.to_string()).unwrap_or_default();
@@ -472,5 +483,25 @@ fn cancel_before_the_precondition_answers_charges_nothing() {
         let (started, _) = start(&s, &request("ratings", "x"));
         let CheckStart::Done(a) = started else { panic!("inline") };
         assert!(a.is_allowed());
+    }
+}
+
+#[test]
+fn a_backend_that_never_answers_times_out_under_its_policy() {
+    for (fail_open, want) in [(false, Code::DEADLINE_EXCEEDED), (true, Code::OK)] {
+        let mut cfg = config(json!({"hang": true}), fail_open, "1");
+        cfg.handlers[0].dispatch.as_mut().unwrap().timeout = Some(prost_types::Duration { seconds: 0, nanos: 250_000_000 });
+        let s = setup(&cfg);
+        let (started, slot) = start(&s, &request("reviews", "zed"));
+        let CheckStart::Pending(_h) = started else { panic!("pending") };
+        s.vt.advance(StdDuration::from_millis(249));
+        assert!(slot.lock().is_none());
+        s.vt.advance(StdDuration::from_millis(1));
+        let a = slot.lock().take().expect("timed out into a decision");
+        assert_eq!(a.status.code, want, "fail_open={fail_open}");
+        if !fail_open {
+            assert!(a.status.message.contains("timed out"), "{}", a.status.message);
+        }
+        assert_eq!(s.pipeline.stats().handler_failures.load(Ordering::Relaxed), 1);
     }
 }

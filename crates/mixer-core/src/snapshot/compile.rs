@@ -382,7 +382,23 @@ pub fn compile(
             }
         };
         handler_index.insert(pi, handlers.len());
-        handlers.push(HandlerEntry { name, adapter: adapter.name(), params, handler, failure_policy, fingerprint });
+        let dispatch = p.msg.dispatch.clone().unwrap_or_default();
+        let timeout = dispatch
+            .timeout
+            .or_else(|| p.msg.connection.as_ref().and_then(|c| c.timeout))
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(super::DEFAULT_HANDLER_TIMEOUT);
+        handlers.push(HandlerEntry {
+            name,
+            adapter: adapter.name(),
+            params,
+            handler,
+            failure_policy,
+            timeout,
+            dispatch,
+            fingerprint,
+        });
     }
     for (pi, p) in pending.iter().enumerate() {
         if p.adapter.is_some() && !p.referenced {

@@ -79,6 +79,9 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// How long a backend may take when the handler's config does not say.
+pub const DEFAULT_HANDLER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Per-handler failure policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailurePolicy {
@@ -96,6 +99,10 @@ pub struct HandlerEntry {
     pub params: serde_json::Value,
     pub handler: Arc<dyn Handler>,
     pub failure_policy: FailurePolicy,
+    /// How long a check or quota call may take before the failure policy applies.
+    pub timeout: std::time::Duration,
+    /// The handler's dispatch controls as configured (sampling, buffering, retry).
+    pub dispatch: mixer_proto::v2::DispatchControls,
     /// Identity of what the handler was built from; equal fingerprints across a swap keep the
     /// handler (and its state).
     pub(crate) fingerprint: String,

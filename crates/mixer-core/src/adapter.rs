@@ -117,6 +117,8 @@ pub struct CheckResult {
     /// The backend could not decide (unreachable, list unavailable): the handler's failure
     /// policy applies instead of `status`.
     pub backend_failure: bool,
+    /// A response the proxy sends instead of forwarding (a redirect, a custom denial page).
+    pub direct_response: Option<crate::decision::DirectResponse>,
 }
 
 impl CheckResult {

@@ -1,5 +1,7 @@
 //! The combined outcome of a precondition check across every matched rule and handler.
 
+use std::sync::Arc;
+
 use mixer_attr::{Duration, ReferencedAttributes};
 
 use crate::adapter::{CheckResult, HeaderChange, QuotaResult};
@@ -17,6 +19,16 @@ pub struct DirectResponse {
     pub body: String,
 }
 
+/// Who denied: the rule, the handler, and the status (experimental denials included, marked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub rule: Arc<str>,
+    pub handler: Arc<str>,
+    pub status: Status,
+    /// The rule is in experimental mode: counted and audited, not enforced.
+    pub experimental: bool,
+}
+
 /// The decision for one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -32,6 +44,8 @@ pub struct Decision {
     pub experimental_denials: u32,
     /// The quotas charged, by quota name (empty when the request charges none).
     pub quotas: Vec<(String, QuotaResult)>,
+    /// Every denial and backend failure behind the decision, in rule order.
+    pub denials: Vec<Denial>,
 }
 
 impl Decision {
@@ -52,6 +66,7 @@ pub struct DecisionBuilder {
     response_ops: Vec<HeaderChange>,
     direct_response: Option<DirectResponse>,
     experimental_denials: u32,
+    denials: Vec<Denial>,
 }
 
 impl Default for DecisionBuilder {
@@ -64,6 +79,7 @@ impl Default for DecisionBuilder {
             response_ops: Vec::new(),
             direct_response: None,
             experimental_denials: 0,
+            denials: Vec::new(),
         }
     }
 }
@@ -101,6 +117,49 @@ impl DecisionBuilder {
         }
     }
 
+    /// Adds the result of `handler` for `rule`, remembering who denied.
+    pub fn add_from(&mut self, result: &CheckResult, experimental: bool, rule: &Arc<str>, handler: &Arc<str>) {
+        if !result.status.is_ok() {
+            self.denials.push(Denial {
+                rule: rule.clone(),
+                handler: handler.clone(),
+                status: result.status.clone(),
+                experimental,
+            });
+        }
+        if let Some(r) = &result.direct_response {
+            self.direct_response(r.clone());
+        }
+        self.add(result, experimental);
+    }
+
+    /// Records a failure of `handler` for `rule` (see [`DecisionBuilder::add_failure`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_failure_from(
+        &mut self,
+        code: Code,
+        message: String,
+        fail_open: bool,
+        experimental: bool,
+        rule: &Arc<str>,
+        handler: &Arc<str>,
+    ) {
+        self.denials.push(Denial {
+            rule: rule.clone(),
+            handler: handler.clone(),
+            status: Status::new(code, message.clone()),
+            experimental: experimental || fail_open,
+        });
+        self.add_failure(code, message, fail_open, experimental);
+    }
+
+    /// Keeps the decision out of the check cache (it depends on more than the attributes, e.g.
+    /// on a fault-injection draw).
+    pub fn uncacheable(&mut self) {
+        self.valid_duration = Duration::ZERO;
+        self.valid_use_count = 0;
+    }
+
     /// Adds a header operation on the request.
     pub fn request_op(&mut self, op: HeaderChange) {
         self.request_ops.push(op);
@@ -128,6 +187,7 @@ impl DecisionBuilder {
             direct_response: self.direct_response,
             experimental_denials: self.experimental_denials,
             quotas: Vec::new(),
+            denials: self.denials,
         }
     }
 }

@@ -17,6 +17,7 @@ use mixer_attr::{Attributes, Bag, ReferenceRecorder, ReferencedAttributes, Value
 use parking_lot::Mutex;
 
 use crate::adapter::{CheckResult, HeaderChange, MutationMessage, QuotaArgs, QuotaResult, RequestContext};
+use crate::audit::{AuditSink, AuditSubject};
 use crate::cache::quota::{PrefetchOutcome, QuotaCache, QuotaCacheConfig};
 use crate::cache::{CheckCache, CheckCacheConfig, PreparedKey};
 use crate::decision::{Decision, DecisionBuilder};
@@ -41,6 +42,8 @@ pub struct PipelineStats {
     pub match_errors: AtomicU64,
     /// Backend failures (errors, abandoned requests) handled by failure policy.
     pub handler_failures: AtomicU64,
+    /// Faults injected by rules' `fault` settings.
+    pub faults_injected: AtomicU64,
     pub config_swaps: AtomicU64,
 }
 
@@ -52,6 +55,9 @@ impl PipelineStats {
 
 struct Shared {
     current: ArcSwap<Snapshot>,
+    audit: arc_swap::ArcSwapOption<Arc<dyn AuditSink>>,
+    /// SplitMix64 state for sampling decisions (fault injection).
+    random: AtomicU64,
     platform: Platform,
     stats: PipelineStats,
     check_cache: CheckCache,
@@ -63,6 +69,8 @@ struct Shared {
 pub struct PipelineOptions {
     pub check_cache: CheckCacheConfig,
     pub quota_cache: QuotaCacheConfig,
+    /// Seed of the pipeline's random choices (fault injection percentages).
+    pub seed: u64,
 }
 
 /// The shared pipeline: the live snapshot and the platform. Cheap to clone.
@@ -88,6 +96,8 @@ impl Pipeline {
         Pipeline {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(snapshot),
+                audit: arc_swap::ArcSwapOption::empty(),
+                random: AtomicU64::new(options.seed),
                 platform,
                 stats: PipelineStats::default(),
                 check_cache: CheckCache::new(options.check_cache),
@@ -99,6 +109,20 @@ impl Pipeline {
     /// The check cache (for its counters).
     pub fn check_cache(&self) -> &CheckCache {
         &self.shared.check_cache
+    }
+
+    /// Sends a record of every check decision to `sink` (`None` stops auditing).
+    pub fn set_audit(&self, sink: Option<Arc<dyn AuditSink>>) {
+        self.shared.audit.store(sink.map(Arc::new));
+    }
+
+    /// A uniformly distributed number in [0, 1) (SplitMix64; lock-free).
+    fn random_fraction(&self) -> f64 {
+        let mut z = self.shared.random.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// The quota token cache (for its counters).
@@ -194,6 +218,7 @@ struct Outstanding {
     fail_open: bool,
     experimental: bool,
     name: Arc<str>,
+    rule: Arc<str>,
     timer: Option<crate::pal::TimerId>,
 }
 
@@ -223,18 +248,18 @@ impl Settle {
         match outcome {
             Outcome::Answered(Ok(r)) if r.backend_failure => {
                 PipelineStats::inc(&stats.handler_failures);
-                j.builder.add_failure(r.status.code, r.status.message, h.fail_open, h.experimental);
+                j.builder.add_failure_from(r.status.code, r.status.message, h.fail_open, h.experimental, &h.rule, &h.name);
             }
-            Outcome::Answered(Ok(r)) => j.builder.add(&r, h.experimental),
+            Outcome::Answered(Ok(r)) => j.builder.add_from(&r, h.experimental, &h.rule, &h.name),
             Outcome::Answered(Err(Abandoned)) => {
                 PipelineStats::inc(&stats.handler_failures);
                 let message = format!("handler `{}` did not answer", h.name);
-                j.builder.add_failure(Code::UNAVAILABLE, message, h.fail_open, h.experimental);
+                j.builder.add_failure_from(Code::UNAVAILABLE, message, h.fail_open, h.experimental, &h.rule, &h.name);
             }
             Outcome::TimedOut => {
                 PipelineStats::inc(&stats.handler_failures);
                 let message = format!("handler `{}` timed out", h.name);
-                j.builder.add_failure(Code::DEADLINE_EXCEEDED, message, h.fail_open, h.experimental);
+                j.builder.add_failure_from(Code::DEADLINE_EXCEEDED, message, h.fail_open, h.experimental, &h.rule, &h.name);
             }
         }
         j.remaining -= 1;
@@ -453,6 +478,23 @@ impl Worker {
     /// Runs the precondition check for the request in `bag`, then charges the quotas that the
     /// config's QuotaSpecs bind to it (only when the precondition allowed).
     pub fn check(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+        let Some(sink) = self.pipeline.shared.audit.load_full() else {
+            return self.check_unaudited(bag, on_complete);
+        };
+        let sink: Arc<dyn AuditSink> = Arc::clone(&sink);
+        let subject = AuditSubject::of(bag, &self.pipeline.shared.current.load().vocabulary, self.pipeline.shared.platform.clock.wall());
+        let later = (subject.clone(), sink.clone());
+        let started = self.check_unaudited(bag, move |a: CheckAnswer| {
+            later.0.emit(&later.1, &a.decision, a.cache_hit);
+            on_complete(a)
+        });
+        if let CheckStart::Done(a) = &started {
+            subject.emit(&sink, &a.decision, a.cache_hit);
+        }
+        started
+    }
+
+    fn check_unaudited(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
         let requests = self.pipeline.shared.current.load().quota_specs.requests(bag);
         if requests.is_empty() {
             return self.precondition(bag, Box::new(on_complete));
@@ -551,11 +593,38 @@ impl Worker {
         let mut values = Vec::new();
         let candidates = Candidates::of(&snapshot, bag, &mut refs);
         for rule in candidates.rules(&snapshot) {
-            if rule.check_actions.is_empty() && rule.request_header_ops.is_empty() && rule.response_header_ops.is_empty() {
+            if rule.check_actions.is_empty()
+                && rule.request_header_ops.is_empty()
+                && rule.response_header_ops.is_empty()
+                && rule.fault.is_none()
+            {
                 continue;
             }
             if !rule_matches(&snapshot, rule, bag, &mut refs, stats) {
                 continue;
+            }
+            if rule.fault.is_some() {
+                // Every request draws anew: the decision must not be reused.
+                builder.uncacheable();
+            }
+            if let Some(fault) = &rule.fault
+                && self.pipeline.random_fraction() < fault.fraction
+            {
+                PipelineStats::inc(&stats.faults_injected);
+                let injector: Arc<str> = Arc::from("fault-injection");
+                if let Some(status) = &fault.status {
+                    let r = CheckResult::deny(status.clone(), mixer_attr::Duration::ZERO, 0);
+                    builder.add_from(&r, rule.experimental, &rule.name, &injector);
+                }
+                if let Some(delay) = fault.delay {
+                    let (done, p) = crate::pending::pending();
+                    self.dispatcher.schedule(
+                        delay,
+                        Box::new(move || done.complete(CheckResult::allow(mixer_attr::Duration::ZERO, 0))),
+                    );
+                    let timeout = delay + std::time::Duration::from_secs(1);
+                    pending.push((p, false, rule.experimental, injector, timeout, rule.name.clone()));
+                }
             }
             for action in &rule.check_actions {
                 let entry = &snapshot.handlers[action.handler];
@@ -565,18 +634,18 @@ impl Worker {
                     let instance: &CompiledInstance = &snapshot.instances[i];
                     if let Err(e) = instance.evaluate(bag, &mut refs, &mut values) {
                         PipelineStats::inc(&stats.instance_errors);
-                        builder.add_failure(Code::INTERNAL, e.to_string(), fail_open, rule.experimental);
+                        builder.add_failure_from(Code::INTERNAL, e.to_string(), fail_open, rule.experimental, &rule.name, &entry.name);
                         continue;
                     }
                     let view = InstanceView { instance, values: &values };
                     match handler.check(&view, &ctx) {
                         Poll::Ready(r) if r.backend_failure => {
                             PipelineStats::inc(&stats.handler_failures);
-                            builder.add_failure(r.status.code, r.status.message, fail_open, rule.experimental);
+                            builder.add_failure_from(r.status.code, r.status.message, fail_open, rule.experimental, &rule.name, &entry.name);
                         }
-                        Poll::Ready(r) => builder.add(&r, rule.experimental),
+                        Poll::Ready(r) => builder.add_from(&r, rule.experimental, &rule.name, &entry.name),
                         Poll::Pending(p) => {
-                            pending.push((p, fail_open, rule.experimental, entry.name.clone(), entry.timeout))
+                            pending.push((p, fail_open, rule.experimental, entry.name.clone(), entry.timeout, rule.name.clone()))
                         }
                     }
                 }
@@ -596,8 +665,14 @@ impl Worker {
         let cache_key = shared.check_cache.prepare(&refs, bag);
         let outstanding = pending
             .iter()
-            .map(|(_, fail_open, experimental, name, _)| {
-                Some(Outstanding { fail_open: *fail_open, experimental: *experimental, name: name.clone(), timer: None })
+            .map(|(_, fail_open, experimental, name, _, rule)| {
+                Some(Outstanding {
+                    fail_open: *fail_open,
+                    experimental: *experimental,
+                    name: name.clone(),
+                    rule: rule.clone(),
+                    timer: None,
+                })
             })
             .collect();
         let join = Arc::new(Mutex::new(Join {
@@ -609,7 +684,7 @@ impl Worker {
             cache_key,
             outstanding,
         }));
-        for (k, (p, _, _, _, timeout)) in pending.into_iter().enumerate() {
+        for (k, (p, _, _, _, timeout, _)) in pending.into_iter().enumerate() {
             let settle = Settle { join: join.clone(), dispatcher: self.dispatcher.clone(), pipeline: self.pipeline.clone(), k };
             let on_timeout = settle.clone();
             let timer = self.dispatcher.schedule(timeout, Box::new(move || on_timeout.settle(Outcome::TimedOut)));

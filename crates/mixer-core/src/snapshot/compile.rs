@@ -343,7 +343,25 @@ pub fn compile(
         let response_header_ops = header_ops(&msg.response_header_operations, "responseHeaderOperations");
         let namespace_scope = (!msg.namespace.is_empty() && msg.namespace != options.root_namespace)
             .then(|| Arc::from(msg.namespace.as_str()));
-        raw_rules.push((obj, predicate, namespace_scope, actions, request_header_ops, response_header_ops, msg.experimental));
+        let fault = msg.fault.as_ref().and_then(|f| {
+            if !(0.0..=100.0).contains(&f.percentage) || f.percentage.is_nan() {
+                errors.push(ConfigError::new(&obj, "fault.percentage", "must be between 0 and 100"));
+                return None;
+            }
+            if !(0..=16).contains(&f.error_code) {
+                errors.push(ConfigError::new(&obj, "fault.errorCode", "must be a google.rpc code (0-16)"));
+                return None;
+            }
+            let delay = f.delay.and_then(|d| std::time::Duration::try_from(d).ok()).filter(|d| !d.is_zero());
+            let status = (f.error_code != 0).then(|| {
+                let message =
+                    if f.error_message.is_empty() { "fault injected".to_string() } else { f.error_message.clone() };
+                crate::status::Status::new(crate::status::Code(f.error_code), message)
+            });
+            (f.percentage > 0.0 && (status.is_some() || delay.is_some()))
+                .then_some(super::Fault { fraction: f.percentage / 100.0, status, delay })
+        });
+        raw_rules.push((obj, predicate, namespace_scope, actions, request_header_ops, response_header_ops, msg.experimental, fault));
     }
 
     // 5. Build the handlers rules refer to (or keep unchanged ones from the previous snapshot).
@@ -415,7 +433,7 @@ pub fn compile(
 
     let mut rules = Vec::new();
     let mut guards = Vec::new();
-    for (name, predicate, namespace_scope, actions, request_header_ops, response_header_ops, experimental) in raw_rules {
+    for (name, predicate, namespace_scope, actions, request_header_ops, response_header_ops, experimental, fault) in raw_rules {
         guards.push(
             predicate
                 .as_ref()
@@ -433,6 +451,7 @@ pub fn compile(
             request_header_ops,
             response_header_ops,
             experimental,
+            fault,
         };
         for a in actions {
             let Some(&handler) = handler_index.get(&a.handler) else { continue };

@@ -162,6 +162,19 @@ pub struct CompiledRule {
     pub response_header_ops: Vec<CompiledHeaderOp>,
     /// Evaluate and count but never deny.
     pub experimental: bool,
+    /// Configured faults for requests this rule matches.
+    pub fault: Option<Fault>,
+}
+
+/// Failure injection: for a fraction of matching requests, fail with a status and/or delay the
+/// check (to test how the mesh copes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// 0.0 ..= 1.0
+    pub fraction: f64,
+    /// Deny with this status (none: only delay).
+    pub status: Option<crate::status::Status>,
+    pub delay: Option<std::time::Duration>,
 }
 
 /// An immutable compiled config.

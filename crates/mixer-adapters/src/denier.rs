@@ -5,6 +5,7 @@
 //!   status: { code: 7, message: Not allowed }
 //!   validDuration: 5s
 //!   validUseCount: 1000
+//!   directResponse: { code: 302, body: "https://login.example/" }   # optional: answer instead
 //! ```
 
 use std::sync::Arc;
@@ -31,9 +32,19 @@ struct StatusParams {
     details: Option<serde_json::Value>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectResponseParams {
+    code: u16,
+    #[serde(default)]
+    body: String,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Params {
+    #[serde(default)]
+    direct_response: Option<DirectResponseParams>,
     #[serde(default)]
     status: Option<StatusParams>,
     #[serde(default, alias = "valid_duration")]
@@ -78,9 +89,14 @@ impl Adapter for DenierAdapter {
             return Err(AdapterError::field("validUseCount", "must not be negative"));
         }
         let message = if status.message.is_empty() { format!("denied by {}", config.name) } else { status.message };
-        Ok(Arc::new(Denier {
-            result: CheckResult::deny(Status::new(code, message), valid_duration, valid_use_count),
-        }))
+        let mut result = CheckResult::deny(Status::new(code, message), valid_duration, valid_use_count);
+        if let Some(d) = params.direct_response {
+            if !(200..=599).contains(&d.code) {
+                return Err(AdapterError::field("directResponse.code", format!("{} is not an HTTP status", d.code)));
+            }
+            result.direct_response = Some(mixer_core::DirectResponse { code: d.code, body: d.body });
+        }
+        Ok(Arc::new(Denier { result }))
     }
 }
 

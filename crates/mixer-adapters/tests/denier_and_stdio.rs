@@ -108,6 +108,8 @@ fn denier_denies_matching_requests_and_stdio_logs_every_request() {
     assert_eq!(d.status.message, "Not allowed");
     assert_eq!((d.valid_duration, d.valid_use_count), (mixer_attr::Duration::from_secs(5), 1000));
 
+    assert_eq!(d.direct_response, None);
+
     let mut from_v2 = from_v3.clone();
     from_v2.set(wk::SOURCE_LABELS, labels(&[("version", "v2")]));
     let CheckStart::Done(d) = worker.check(&from_v2, |_| {}) else { panic!("inline") };
@@ -136,6 +138,7 @@ fn bad_adapter_params_are_config_errors() {
         (json!({"status": {"code": 99}}), "params.status.code"),
         (json!({"validDuration": "soon"}), "params.validDuration"),
         (json!({"bogus": 1}), "params"),
+        (json!({"directResponse": {"code": 42}}), "params.directResponse.code"),
     ] {
         let mut cfg = bookinfo();
         cfg.handlers[0] = handler("denyreviewsv3handler", "denier", params);

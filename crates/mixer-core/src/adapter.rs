@@ -90,6 +90,11 @@ pub trait Handler: Send + Sync {
     }
     /// Sends anything buffered (called on config swap and shutdown).
     fn flush(&self) {}
+    /// The handler as `Any`, for hosts that need the concrete type (a Prometheus handler to
+    /// render): `entry.handler.as_any()?.downcast_ref::<Prometheus>()`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// What a check or quota handler may use while serving a request.
@@ -180,6 +185,15 @@ pub trait QuotaHandler: Send + Sync {
 /// Serves `report`-variety templates. Called inline on the request path: buffer, don't block.
 pub trait ReportHandler: Send + Sync {
     fn report(&self, instances: &[InstanceView<'_>]);
+
+    /// Whether buffered instances of `instance` may be pre-aggregated: the position (see
+    /// [`CompiledInstance::position`]) of a numeric field whose values add up (a counter's
+    /// increment). When the handler's dispatch buffers, instances whose other fields are all
+    /// equal are then merged into one carrying the sum. Called at config time. Default: never.
+    fn aggregation(&self, instance: &CompiledInstance) -> Option<usize> {
+        let _ = instance;
+        None
+    }
 }
 
 /// A header change produced by mutation or by a rule.

@@ -152,8 +152,12 @@ impl Pipeline {
         let old = self.shared.current.swap(next.clone());
         // Cached decisions came from the old rules.
         self.shared.check_cache.clear();
+        // The old snapshot's report buffers go to the old handlers; reports still running on
+        // the old snapshot then deliver inline to them (see `dispatch`). Handlers the new
+        // snapshot does not keep are retired and flushed.
         for h in &old.handlers {
             let kept = next.handlers.iter().any(|n| Arc::ptr_eq(&n.handler, &h.handler));
+            h.report_dispatch.flush(true, !kept);
             if !kept {
                 h.handler.flush();
             }
@@ -162,9 +166,11 @@ impl Pipeline {
         old
     }
 
-    /// Flushes every handler of the live snapshot (call on shutdown).
+    /// Delivers every report buffer of the live snapshot and flushes every handler (call on
+    /// shutdown, or before reading a handler's state).
     pub fn flush(&self) {
         for h in &self.snapshot().handlers {
+            h.report_dispatch.flush(false, false);
             h.handler.flush();
         }
     }
@@ -638,7 +644,26 @@ impl Worker {
                         continue;
                     }
                     let view = InstanceView { instance, values: &values };
-                    match handler.check(&view, &ctx) {
+                    let mut poll = handler.check(&view, &ctx);
+                    if let Some(policy) = entry.retry {
+                        let retry = match &poll {
+                            Poll::Ready(r) => r.backend_failure,
+                            Poll::Pending(_) => true,
+                        };
+                        if retry {
+                            let pipeline = self.pipeline.clone();
+                            let driver = crate::retry::RetryingCheck {
+                                handler: entry.handler.clone(),
+                                instance: snapshot.instances[i].clone(),
+                                values: values.iter().map(|v| v.clone().into_owned()).collect(),
+                                policy,
+                                dispatcher: self.dispatcher.clone(),
+                                random: Arc::new(move || pipeline.random_fraction()),
+                            };
+                            poll = Poll::Pending(driver.after(1, poll));
+                        }
+                    }
+                    match poll {
                         Poll::Ready(r) if r.backend_failure => {
                             PipelineStats::inc(&stats.handler_failures);
                             builder.add_failure_from(r.status.code, r.status.message, fail_open, rule.experimental, &rule.name, &entry.name);
@@ -831,7 +856,13 @@ impl Worker {
                 continue;
             }
             for action in &rule.report_actions {
-                let Some(handler) = snapshot.handlers[action.handler].handler.as_report() else { continue };
+                let entry = &snapshot.handlers[action.handler];
+                let Some(handler) = entry.handler.as_report() else { continue };
+                let dispatch = &entry.report_dispatch;
+                // Sampling decides before any instance is built.
+                if !dispatch.sample(action.instances.len()) {
+                    continue;
+                }
                 values.resize_with(action.instances.len(), Vec::new);
                 let mut built = Vec::with_capacity(action.instances.len());
                 for (slot, &i) in values.iter_mut().zip(&action.instances) {
@@ -853,7 +884,7 @@ impl Worker {
                 if !views.is_empty() {
                     summary.instances_sent += views.len();
                     stats.report_instances.fetch_add(views.len() as u64, Ordering::Relaxed);
-                    handler.report(&views);
+                    dispatch.dispatch(handler, &views);
                 }
             }
         }

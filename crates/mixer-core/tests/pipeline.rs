@@ -79,15 +79,16 @@ impl CheckHandler for HttpAuthzHandler {
         let handle = ctx.dispatcher.http(
             req,
             Box::new(move |r| {
-                let ok = matches!(r, Ok(HttpResponse { status: 200, .. }));
-                completer.complete(if ok {
-                    CheckResult::allow(mixer_attr::Duration::from_secs(30), 50)
-                } else {
-                    CheckResult::deny(
+                completer.complete(match r {
+                    Ok(HttpResponse { status: 200, .. }) => CheckResult::allow(mixer_attr::Duration::from_secs(30), 50),
+                    Ok(HttpResponse { status: 503, .. }) => {
+                        CheckResult::failure(Status::new(Code::UNAVAILABLE, "backend unavailable"))
+                    }
+                    _ => CheckResult::deny(
                         Status::new(Code::PERMISSION_DENIED, "backend said no"),
                         mixer_attr::Duration::from_secs(5),
                         5,
-                    )
+                    ),
                 });
             }),
         );
@@ -504,4 +505,34 @@ fn a_backend_that_never_answers_times_out_under_its_policy() {
         }
         assert_eq!(s.pipeline.stats().handler_failures.load(Ordering::Relaxed), 1);
     }
+}
+
+#[test]
+fn failed_calls_are_retried_with_backoff() {
+    let mut cfg = config(json!({}), false, "1");
+    cfg.handlers[0].dispatch.as_mut().unwrap().retry = Some(v2::RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Some(prost_types::Duration { seconds: 0, nanos: 100_000_000 }),
+        max_backoff: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+    });
+    let s = setup(&cfg);
+    let (started, slot) = start(&s, &request("reviews", "retry-me"));
+    let CheckStart::Pending(_h) = started else { panic!("pending") };
+    answer(&s.vt, 503);
+    assert!(slot.lock().is_none(), "retrying, not failing");
+    assert!(s.vt.http_requests().is_empty(), "waiting for the backoff");
+    s.vt.advance(StdDuration::from_millis(100)); // the first retry waits up to 100ms
+    answer(&s.vt, 200);
+    assert!(slot.lock().take().expect("answered").is_allowed());
+
+    // All three attempts fail: the failure policy (fail-close) applies.
+    let (started, slot) = start(&s, &request("reviews", "unlucky"));
+    let CheckStart::Pending(_h) = started else { panic!("pending") };
+    for _ in 0..3 {
+        answer(&s.vt, 503);
+        s.vt.advance(StdDuration::from_millis(200));
+    }
+    let a = slot.lock().take().expect("answered");
+    assert_eq!(a.status.code, Code::UNAVAILABLE);
+    assert!(s.vt.http_requests().is_empty(), "no fourth attempt");
 }

@@ -26,11 +26,21 @@ pub struct CompileOptions {
     pub root_namespace: String,
     /// Index rules by their guard attributes (off only to compare results in tests).
     pub index_rules: bool,
+    /// Seed of the report sampling generators (same seed, same reports: same decisions).
+    pub report_seed: u64,
+    /// Where report dispatch logs drops (standard error by default).
+    pub dispatch_log: crate::dispatch::LogSink,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { skip_unknown_adapters: false, root_namespace: "istio-system".to_string(), index_rules: true }
+        CompileOptions {
+            skip_unknown_adapters: false,
+            root_namespace: "istio-system".to_string(),
+            index_rules: true,
+            report_seed: 0x4d49_5845_5232,
+            dispatch_log: crate::dispatch::LogSink::default(),
+        }
     }
 }
 
@@ -407,13 +417,30 @@ pub fn compile(
             .and_then(|d| std::time::Duration::try_from(d).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(super::DEFAULT_HANDLER_TIMEOUT);
+        let settings = crate::dispatch::DispatchSettings { seed: options.report_seed, log: &options.dispatch_log };
+        let report_dispatch = match crate::dispatch::ReportDispatch::new(
+            name.clone(),
+            handler.clone(),
+            &handler_instances,
+            &dispatch,
+            platform,
+            settings,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(ConfigError::new(&obj, format!("dispatch.{}", e.field), e.message));
+                continue;
+            }
+        };
         handlers.push(HandlerEntry {
+            report_dispatch,
             name,
             adapter: adapter.name(),
             params,
             handler,
             failure_policy,
             timeout,
+            retry: crate::retry::RetryPolicy::from_config(dispatch.retry.as_ref()),
             dispatch,
             fingerprint,
         });

@@ -103,6 +103,11 @@ pub struct HandlerEntry {
     pub timeout: std::time::Duration,
     /// The handler's dispatch controls as configured (sampling, buffering, retry).
     pub dispatch: mixer_proto::v2::DispatchControls,
+    /// Retries of failed check calls, when configured.
+    pub retry: Option<crate::retry::RetryPolicy>,
+    /// Report dispatch (sampling, buffering, aggregation, drop accounting) compiled from
+    /// `dispatch`; see [`crate::dispatch`].
+    pub report_dispatch: Arc<crate::dispatch::ReportDispatch>,
     /// Identity of what the handler was built from; equal fingerprints across a swap keep the
     /// handler (and its state).
     pub(crate) fingerprint: String,

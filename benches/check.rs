@@ -91,6 +91,22 @@ pub fn ten_rules() -> Config {
     cfg
 }
 
+/// Bookinfo's deny-label rule: one denier rule keyed on two labels.
+pub fn one_rule() -> Config {
+    Config {
+        handlers: vec![handler("denyreviewsv3", "denier", json!({"status": {"code": 7, "message": "Not allowed"}}))],
+        instances: vec![instance("nothing", "checknothing", json!({}))],
+        rules: vec![v2::Rule {
+            name: "denyreviewsv3".into(),
+            namespace: "istio-system".into(),
+            r#match: "destination.labels[\"app\"] == \"ratings\" && source.labels[\"version\"] == \"v3\"".into(),
+            actions: vec![v2::Action { handler: "denyreviewsv3".into(), instances: vec!["nothing".into()], name: String::new() }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 fn request() -> Attributes<'static> {
     let labels: StringMap = [
         ("app".to_string(), "productpage".to_string()),
@@ -118,9 +134,13 @@ fn request() -> Attributes<'static> {
 }
 
 fn pipeline(cache: usize) -> (EventLoop, Pipeline) {
+    pipeline_for(&ten_rules(), cache)
+}
+
+fn pipeline_for(config: &Config, cache: usize) -> (EventLoop, Pipeline) {
     let lp = EventLoop::new();
     let snap = compile(
-        &ten_rules(),
+        config,
         &mixer_adapters::registry(),
         &lp.platform(),
         None,
@@ -150,12 +170,23 @@ fn bench(c: &mut Criterion) {
         panic!("in process")
     };
     assert!(first.is_allowed() && !first.cache_hit, "{:?}", first.status);
-    g.bench_function("cache_hit", |b| {
+    g.bench_function("cache_hit_10_rules", |b| {
         b.iter(|| match worker.check(black_box(&bag), |_| {}) {
             CheckStart::Done(a) => {
                 debug_assert!(a.cache_hit);
                 black_box(a)
             }
+            CheckStart::Pending(_) => unreachable!(),
+        })
+    });
+
+    let (lp, p) = pipeline_for(&one_rule(), 10_000);
+    let worker = p.worker(Arc::new(lp.clone()));
+    let CheckStart::Done(first) = worker.check(&bag, |_| {}) else { panic!("in process") };
+    assert!(!first.cache_hit);
+    g.bench_function("cache_hit_1_rule", |b| {
+        b.iter(|| match worker.check(black_box(&bag), |_| {}) {
+            CheckStart::Done(a) => black_box(a),
             CheckStart::Pending(_) => unreachable!(),
         })
     });
@@ -166,6 +197,45 @@ fn bench(c: &mut Criterion) {
         b.iter(|| match worker.check(black_box(&bag), |_| {}) {
             CheckStart::Done(a) => black_box(a),
             CheckStart::Pending(_) => unreachable!(),
+        })
+    });
+
+    // A cached quota grant: the token cache answers from prefetched tokens.
+    let cache = mixer_core::cache::quota::QuotaCache::new(Default::default());
+    let t0 = mixer_core::pal::MonoTime(1);
+    let first = cache.check("requestcount.instance.istio-system", "reviews\u{1f}", 1, t0);
+    if let Some(pf) = first.prefetch {
+        cache.on_response(
+            "requestcount.instance.istio-system",
+            "reviews\u{1f}",
+            pf.id,
+            mixer_core::cache::quota::PrefetchOutcome::Granted {
+                amount: pf.amount.max(1),
+                valid_for: std::time::Duration::from_secs(3600),
+            },
+            t0,
+        );
+    }
+    // Keep tokens flowing: answer any prefetch at once with a large grant.
+    let mut now = 2u64;
+    g.bench_function("quota_cache_grant", |b| {
+        b.iter(|| {
+            now += 1;
+            let t = mixer_core::pal::MonoTime(now);
+            let d = cache.check("requestcount.instance.istio-system", black_box("reviews\u{1f}"), 1, t);
+            if let Some(pf) = d.prefetch {
+                cache.on_response(
+                    "requestcount.instance.istio-system",
+                    "reviews\u{1f}",
+                    pf.id,
+                    mixer_core::cache::quota::PrefetchOutcome::Granted {
+                        amount: pf.amount,
+                        valid_for: std::time::Duration::from_secs(3600),
+                    },
+                    t,
+                );
+            }
+            black_box(d.granted)
         })
     });
     g.finish();

@@ -282,16 +282,12 @@ impl Settle {
             shared.check_cache.insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
         }
         let join = self.join.clone();
-        let pipeline = self.pipeline.clone();
         self.dispatcher.post(Box::new(move || {
             let callback = {
                 let mut j = join.lock();
                 if j.cancelled { None } else { j.callback.take() }
             };
             if let Some(cb) = callback {
-                if !d.is_allowed() {
-                    PipelineStats::inc(&pipeline.shared.stats.checks_denied);
-                }
                 cb(CheckAnswer { decision: d, cache_hit: false });
             }
         }));
@@ -484,6 +480,23 @@ impl Worker {
     /// Runs the precondition check for the request in `bag`, then charges the quotas that the
     /// config's QuotaSpecs bind to it (only when the precondition allowed).
     pub fn check(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+        let pipeline = self.pipeline.clone();
+        let counted = move |a: CheckAnswer| {
+            if !a.is_allowed() {
+                PipelineStats::inc(&pipeline.shared.stats.checks_denied);
+            }
+            on_complete(a)
+        };
+        let started = self.check_audited(bag, counted);
+        if let CheckStart::Done(a) = &started
+            && !a.is_allowed()
+        {
+            PipelineStats::inc(&self.pipeline.shared.stats.checks_denied);
+        }
+        started
+    }
+
+    fn check_audited(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
         let Some(sink) = self.pipeline.shared.audit.load_full() else {
             return self.check_unaudited(bag, on_complete);
         };
@@ -586,9 +599,6 @@ impl Worker {
         PipelineStats::inc(&stats.checks);
         let now = shared.platform.clock.monotonic();
         if let Some(decision) = shared.check_cache.lookup(bag, now) {
-            if !decision.is_allowed() {
-                PipelineStats::inc(&stats.checks_denied);
-            }
             return CheckStart::Done(CheckAnswer { decision, cache_hit: true });
         }
         let snapshot = shared.current.load();
@@ -680,9 +690,6 @@ impl Worker {
         }
         if pending.is_empty() {
             let d = Arc::new(builder.finish(refs));
-            if !d.is_allowed() {
-                PipelineStats::inc(&stats.checks_denied);
-            }
             shared.check_cache.insert(d.clone(), bag, now);
             return CheckStart::Done(CheckAnswer { decision: d, cache_hit: false });
         }

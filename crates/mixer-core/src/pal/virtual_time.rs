@@ -152,37 +152,35 @@ impl VirtualPlatform {
     /// Answers an HTTP callout; its callback runs now, through the post queue. Returns false if
     /// the callout is unknown (answered, cancelled or timed out already).
     pub fn respond_http(&self, id: CalloutId, result: Result<HttpResponse, CalloutError>) -> bool {
-        let pending = self.state.lock().callouts.remove(&id.0);
-        match pending {
-            Some(Pending::Http(_, cb, timer)) => {
-                self.cancel_timer(timer);
-                self.post(Box::new(move || cb(result)));
-                self.run_posted();
-                true
-            }
-            Some(other) => {
-                self.state.lock().callouts.insert(id.0, other);
-                false
-            }
-            None => false,
-        }
+        self.answer(id, |p| match p {
+            Pending::Http(_, cb, timer) => Ok((Box::new(move || cb(result)) as Task, timer)),
+            other => Err(other),
+        })
     }
 
     /// Answers a gRPC callout, as [`VirtualPlatform::respond_http`].
     pub fn respond_grpc(&self, id: CalloutId, result: Result<Bytes, CalloutError>) -> bool {
-        let pending = self.state.lock().callouts.remove(&id.0);
-        match pending {
-            Some(Pending::Grpc(_, cb, timer)) => {
+        self.answer(id, |p| match p {
+            Pending::Grpc(_, cb, timer) => Ok((Box::new(move || cb(result)) as Task, timer)),
+            other => Err(other),
+        })
+    }
+
+    /// Takes callout `id` out, turns it into its completion (or gives it back when it is of the
+    /// other kind), cancels its timeout and runs the completion through the post queue.
+    fn answer(&self, id: CalloutId, complete: impl FnOnce(Pending) -> Result<(Task, TimerId), Pending>) -> bool {
+        let Some(pending) = self.state.lock().callouts.remove(&id.0) else { return false };
+        match complete(pending) {
+            Ok((task, timer)) => {
                 self.cancel_timer(timer);
-                self.post(Box::new(move || cb(result)));
+                self.post(task);
                 self.run_posted();
                 true
             }
-            Some(other) => {
+            Err(other) => {
                 self.state.lock().callouts.insert(id.0, other);
                 false
             }
-            None => false,
         }
     }
 

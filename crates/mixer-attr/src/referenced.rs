@@ -55,6 +55,9 @@ impl Reference {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReferencedAttributes {
     refs: Vec<Reference>,
+    /// Whole-attribute references already recorded, two bits per id (present, absent) for the
+    /// first 128 ids: de-duplication without scanning `refs` on the request path.
+    seen: [u64; 4],
 }
 
 impl ReferencedAttributes {
@@ -81,6 +84,7 @@ impl ReferencedAttributes {
     /// Forgets everything, keeping the allocation.
     pub fn clear(&mut self) {
         self.refs.clear();
+        self.seen = [0; 4];
     }
 
     /// Adds every reference of `other`.
@@ -103,9 +107,20 @@ impl ReferencedAttributes {
     }
 
     fn push(&mut self, r: Reference) {
-        if !self.refs.contains(&r) {
-            self.refs.push(r);
+        match r.map_key {
+            None => self.attribute(r.attr, r.presence == Presence::Exact),
+            Some(_) => {
+                if !self.refs.contains(&r) {
+                    self.refs.push(r);
+                }
+            }
         }
+    }
+
+    /// The bit of `id` with `presence`, when `id` is small enough to have one.
+    fn bit(id: AttrId, presence: Presence) -> Option<(usize, u64)> {
+        let n = id.index().checked_mul(2)? + usize::from(presence == Presence::Absent);
+        (n < 256).then(|| (n / 64, 1u64 << (n % 64)))
     }
 }
 
@@ -114,10 +129,18 @@ fn presence(present: bool) -> Presence {
 }
 
 impl ReferenceRecorder for ReferencedAttributes {
+    #[inline]
     fn attribute(&mut self, id: AttrId, present: bool) {
         let presence = presence(present);
-        if !self.refs.iter().any(|r| r.attr == id && r.map_key.is_none() && r.presence == presence)
-        {
+        let known = match Self::bit(id, presence) {
+            Some((word, mask)) => {
+                let known = self.seen[word] & mask != 0;
+                self.seen[word] |= mask;
+                known
+            }
+            None => self.refs.iter().any(|r| r.attr == id && r.map_key.is_none() && r.presence == presence),
+        };
+        if !known {
             self.refs.push(Reference { attr: id, map_key: None, presence });
         }
     }
@@ -154,5 +177,19 @@ mod tests {
         other.attribute(wk::REQUEST_PATH, true);
         r.merge(&other);
         assert_eq!(r.len(), 5);
+    }
+
+    #[test]
+    fn large_ids_dedup_too() {
+        let mut r = ReferencedAttributes::new();
+        for _ in 0..3 {
+            r.attribute(AttrId(500), true);
+            r.attribute(AttrId(500), false);
+            r.attribute(AttrId(127), false);
+        }
+        assert_eq!(r.len(), 3);
+        r.clear();
+        r.attribute(AttrId(127), false);
+        assert_eq!(r.len(), 1);
     }
 }

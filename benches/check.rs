@@ -8,31 +8,10 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
 use mixer_core::cache::CheckCacheConfig;
-use mixer_core::snapshot::json_to_struct;
+use mixer_core::config_builder::{self, handler, instance};
 use mixer_core::{CheckStart, CompileOptions, Config, Pipeline, PipelineOptions, compile};
 use mixer_host::EventLoop;
-use mixer_proto::v2;
 use serde_json::json;
-
-fn handler(name: &str, adapter: &str, params: serde_json::Value) -> v2::Handler {
-    v2::Handler {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        adapter: adapter.into(),
-        params: Some(json_to_struct(&params)),
-        ..Default::default()
-    }
-}
-
-fn instance(name: &str, template: &str, params: serde_json::Value) -> v2::Instance {
-    v2::Instance {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        template: template.into(),
-        params: Some(json_to_struct(&params)),
-        ..Default::default()
-    }
-}
 
 /// 10 rules, every one matching a typical request: 5 whitelist checks of the caller's version
 /// (listchecker) and 5 role checks (rbac).
@@ -76,17 +55,12 @@ pub fn ten_rules() -> Config {
         } else {
             ("roles", "authz")
         };
-        cfg.rules.push(v2::Rule {
-            name: format!("rule{i}"),
-            namespace: "istio-system".into(),
-            r#match: format!("request.path.startsWith(\"/\") && request.method != \"X{i}\""),
-            actions: vec![v2::Action {
-                handler: h.into(),
-                instances: vec![inst.into()],
-                name: String::new(),
-            }],
-            ..Default::default()
-        });
+        cfg.rules.push(config_builder::rule(
+            &format!("rule{i}"),
+            &format!("request.path.startsWith(\"/\") && request.method != \"X{i}\""),
+            h,
+            &[inst],
+        ));
     }
     cfg
 }
@@ -96,13 +70,12 @@ pub fn one_rule() -> Config {
     Config {
         handlers: vec![handler("denyreviewsv3", "denier", json!({"status": {"code": 7, "message": "Not allowed"}}))],
         instances: vec![instance("nothing", "checknothing", json!({}))],
-        rules: vec![v2::Rule {
-            name: "denyreviewsv3".into(),
-            namespace: "istio-system".into(),
-            r#match: "destination.labels[\"app\"] == \"ratings\" && source.labels[\"version\"] == \"v3\"".into(),
-            actions: vec![v2::Action { handler: "denyreviewsv3".into(), instances: vec!["nothing".into()], name: String::new() }],
-            ..Default::default()
-        }],
+        rules: vec![config_builder::rule(
+            "denyreviewsv3",
+            "destination.labels[\"app\"] == \"ratings\" && source.labels[\"version\"] == \"v3\"",
+            "denyreviewsv3",
+            &["nothing"],
+        )],
         ..Default::default()
     }
 }

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use mixer_core::adapter::{
-    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, QuotaArgs, QuotaHandler,
-    QuotaResult, RequestContext,
+    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, QuotaArgs,
+    QuotaHandler, QuotaResult, RequestContext,
 };
 use mixer_core::instance::InstanceView;
 use mixer_core::pending::Poll;
@@ -74,27 +74,49 @@ impl Adapter for DenierAdapter {
         let params: Params = if config.params.is_null() {
             Params::default()
         } else {
-            serde_json::from_value(config.params.clone()).map_err(|e| AdapterError::new(e.to_string()))?
+            serde_json::from_value(config.params.clone())
+                .map_err(|e| AdapterError::new(e.to_string()))?
         };
         let status = params.status.unwrap_or_default();
         let _ = status.details;
-        let code = if status.code == 0 { Code::FAILED_PRECONDITION } else { Code(status.code) };
+        let code = if status.code == 0 {
+            Code::FAILED_PRECONDITION
+        } else {
+            Code(status.code)
+        };
         if !(0..=16).contains(&code.0) {
-            return Err(AdapterError::field("status.code", format!("{} is not a google.rpc code (0-16)", code.0)));
+            return Err(AdapterError::field(
+                "status.code",
+                format!("{} is not a google.rpc code (0-16)", code.0),
+            ));
         }
-        let valid_duration =
-            duration_param::parse("validDuration", params.valid_duration.as_deref(), mixer_attr::Duration::from_secs(5))?;
+        let valid_duration = duration_param::parse(
+            "validDuration",
+            params.valid_duration.as_deref(),
+            mixer_attr::Duration::from_secs(5),
+        )?;
         let valid_use_count = params.valid_use_count.unwrap_or(1000);
         if valid_use_count < 0 {
             return Err(AdapterError::field("validUseCount", "must not be negative"));
         }
-        let message = if status.message.is_empty() { format!("denied by {}", config.name) } else { status.message };
-        let mut result = CheckResult::deny(Status::new(code, message), valid_duration, valid_use_count);
+        let message = if status.message.is_empty() {
+            format!("denied by {}", config.name)
+        } else {
+            status.message
+        };
+        let mut result =
+            CheckResult::deny(Status::new(code, message), valid_duration, valid_use_count);
         if let Some(d) = params.direct_response {
             if !(200..=599).contains(&d.code) {
-                return Err(AdapterError::field("directResponse.code", format!("{} is not an HTTP status", d.code)));
+                return Err(AdapterError::field(
+                    "directResponse.code",
+                    format!("{} is not an HTTP status", d.code),
+                ));
             }
-            result.direct_response = Some(mixer_core::DirectResponse { code: d.code, body: d.body });
+            result.direct_response = Some(mixer_core::DirectResponse {
+                code: d.code,
+                body: d.body,
+            });
         }
         Ok(Arc::new(Denier { result }))
     }
@@ -116,7 +138,16 @@ impl CheckHandler for Denier {
 }
 
 impl QuotaHandler for Denier {
-    fn allocate(&self, _: &InstanceView<'_>, _: &QuotaArgs, _: &RequestContext<'_>) -> Poll<QuotaResult> {
-        Poll::Ready(QuotaResult { status: self.result.status.clone(), granted: 0, valid_duration: self.result.valid_duration })
+    fn allocate(
+        &self,
+        _: &InstanceView<'_>,
+        _: &QuotaArgs,
+        _: &RequestContext<'_>,
+    ) -> Poll<QuotaResult> {
+        Poll::Ready(QuotaResult {
+            status: self.result.status.clone(),
+            granted: 0,
+            valid_duration: self.result.valid_duration,
+        })
     }
 }

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use lru::LruCache;
 use mixer_attr::Duration;
 use mixer_core::adapter::{
-    Adapter, AdapterError, Handler, HandlerConfig, QuotaArgs, QuotaHandler, QuotaResult, RequestContext,
+    Adapter, AdapterError, Handler, HandlerConfig, QuotaArgs, QuotaHandler, QuotaResult,
+    RequestContext,
 };
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::{Clock, MonoTime};
@@ -140,12 +141,17 @@ pub struct MemQuota {
 
 impl std::fmt::Debug for MemQuota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemQuota").field("quotas", &self.quotas).field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("MemQuota")
+            .field("quotas", &self.quotas)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 fn nanos(field: &str, v: Option<&str>) -> Result<u64, AdapterError> {
-    Ok(duration_param::parse(field, v, Duration::ZERO)?.as_nanos().max(0) as u64)
+    Ok(duration_param::parse(field, v, Duration::ZERO)?
+        .as_nanos()
+        .max(0) as u64)
 }
 
 impl Adapter for MemQuotaAdapter {
@@ -156,18 +162,31 @@ impl Adapter for MemQuotaAdapter {
         &["quota"]
     }
     fn build(&self, config: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
-        let p: Params = serde_json::from_value(config.params.clone()).map_err(|e| AdapterError::new(e.to_string()))?;
+        let p: Params = serde_json::from_value(config.params.clone())
+            .map_err(|e| AdapterError::new(e.to_string()))?;
         let mut quotas = Vec::new();
         for (i, q) in p.quotas.into_iter().enumerate() {
             if q.max_amount < 0 {
-                return Err(AdapterError::field(format!("quotas[{i}].maxAmount"), "must not be negative"));
+                return Err(AdapterError::field(
+                    format!("quotas[{i}].maxAmount"),
+                    "must not be negative",
+                ));
             }
-            let default = Limit { max: q.max_amount, window: nanos(&format!("quotas[{i}].validDuration"), q.valid_duration.as_deref())? };
+            let default = Limit {
+                max: q.max_amount,
+                window: nanos(
+                    &format!("quotas[{i}].validDuration"),
+                    q.valid_duration.as_deref(),
+                )?,
+            };
             let mut overrides = Vec::new();
             for (j, o) in q.overrides.into_iter().enumerate() {
                 let field = format!("quotas[{i}].overrides[{j}]");
                 if o.max_amount < 0 {
-                    return Err(AdapterError::field(format!("{field}.maxAmount"), "must not be negative"));
+                    return Err(AdapterError::field(
+                        format!("{field}.maxAmount"),
+                        "must not be negative",
+                    ));
                 }
                 let window = match o.valid_duration.as_deref() {
                     Some(d) => nanos(&format!("{field}.validDuration"), Some(d))?,
@@ -175,32 +194,60 @@ impl Adapter for MemQuotaAdapter {
                 };
                 let mut dims: Vec<(String, String)> = o.dimensions.into_iter().collect();
                 dims.sort();
-                overrides.push((dims, Limit { max: o.max_amount, window }));
+                overrides.push((
+                    dims,
+                    Limit {
+                        max: o.max_amount,
+                        window,
+                    },
+                ));
             }
-            quotas.push(QuotaDef { name: q.name, default, overrides });
+            quotas.push(QuotaDef {
+                name: q.name,
+                default,
+                overrides,
+            });
         }
         for inst in config.instances {
             if !quotas.iter().any(|q| inst.is_named(&q.name)) {
                 return Err(AdapterError::field(
                     "quotas",
-                    format!("no quota is configured for instance `{}` (name it `{}`)", inst.name, inst.name),
+                    format!(
+                        "no quota is configured for instance `{}` (name it `{}`)",
+                        inst.name, inst.name
+                    ),
                 ));
             }
         }
-        let algorithm = match p.rate_limit_algorithm.as_deref().unwrap_or("ROLLING_WINDOW") {
+        let algorithm = match p
+            .rate_limit_algorithm
+            .as_deref()
+            .unwrap_or("ROLLING_WINDOW")
+        {
             "ROLLING_WINDOW" => Algorithm::RollingWindow,
             "FIXED_WINDOW" => Algorithm::FixedWindow,
             other => {
-                return Err(AdapterError::field("rateLimitAlgorithm", format!("`{other}` is not FIXED_WINDOW or ROLLING_WINDOW")));
+                return Err(AdapterError::field(
+                    "rateLimitAlgorithm",
+                    format!("`{other}` is not FIXED_WINDOW or ROLLING_WINDOW"),
+                ));
             }
         };
         let buckets = u64::from(p.buckets_per_window.unwrap_or(10).clamp(1, 1000));
-        let max_keys = NonZeroUsize::new(p.max_keys.unwrap_or(100_000).clamp(1, 10_000_000)).unwrap_or(NonZeroUsize::MIN);
+        let max_keys = NonZeroUsize::new(p.max_keys.unwrap_or(100_000).clamp(1, 10_000_000))
+            .unwrap_or(NonZeroUsize::MIN);
         Ok(Arc::new(MemQuota {
             quotas,
             algorithm,
-            buckets_per_window: if algorithm == Algorithm::FixedWindow { 1 } else { buckets },
-            dedup_window: nanos("minDeduplicationDuration", p.min_deduplication_duration.as_deref())?,
+            buckets_per_window: if algorithm == Algorithm::FixedWindow {
+                1
+            } else {
+                buckets
+            },
+            dedup_window: nanos(
+                "minDeduplicationDuration",
+                p.min_deduplication_duration.as_deref(),
+            )?,
             clock: config.platform.clock.clone(),
             counters: Mutex::new(LruCache::new(max_keys)),
             dedup: Mutex::new(LruCache::new(max_keys)),
@@ -217,7 +264,10 @@ impl Handler for MemQuota {
 impl MemQuota {
     fn limit_for<'q>(&'q self, def: &'q QuotaDef, dims: &[(&str, String)]) -> (usize, &'q Limit) {
         for (i, (want, limit)) in def.overrides.iter().enumerate() {
-            if want.iter().all(|(k, v)| dims.iter().any(|(dk, dv)| dk == k && dv == v)) {
+            if want
+                .iter()
+                .all(|(k, v)| dims.iter().any(|(dk, dv)| dk == k && dv == v))
+            {
                 return (i + 1, limit);
             }
         }
@@ -226,12 +276,21 @@ impl MemQuota {
 
     fn allocate_now(&self, view: &InstanceView<'_>, args: &QuotaArgs) -> QuotaResult {
         let Some(def) = self.quotas.iter().find(|q| view.instance.is_named(&q.name)) else {
-            return QuotaResult { status: Status::new(Code::NOT_FOUND, format!("no quota for {}", view.name())), ..Default::default() };
+            return QuotaResult {
+                status: Status::new(Code::NOT_FOUND, format!("no quota for {}", view.name())),
+                ..Default::default()
+            };
         };
         if args.amount <= 0 {
-            return QuotaResult { status: Status::new(Code::INVALID_ARGUMENT, "quota amount must be positive"), ..Default::default() };
+            return QuotaResult {
+                status: Status::new(Code::INVALID_ARGUMENT, "quota amount must be positive"),
+                ..Default::default()
+            };
         }
-        let mut dims: Vec<(&str, String)> = view.map("dimensions").map(|(k, v)| (k, v.to_string())).collect();
+        let mut dims: Vec<(&str, String)> = view
+            .map("dimensions")
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
         dims.sort();
         let (which, limit) = self.limit_for(def, &dims);
         let mut key = format!("{}#{which}", def.name);
@@ -248,11 +307,16 @@ impl MemQuota {
                 Algorithm::FixedWindow => (bucket + 1) * bucket_len - now,
                 Algorithm::RollingWindow => limit.window,
             };
-            (bucket, self.buckets_per_window, Duration::from_nanos(valid as i64))
+            (
+                bucket,
+                self.buckets_per_window,
+                Duration::from_nanos(valid as i64),
+            )
         };
         let counter = {
             let mut all = self.counters.lock();
-            all.get_or_insert(key, || Arc::new(Mutex::new(Counter::default()))).clone()
+            all.get_or_insert(key, || Arc::new(Mutex::new(Counter::default())))
+                .clone()
         };
         let mut c = counter.lock();
         let available = (limit.max - c.used(bucket, buckets)).max(0);
@@ -267,27 +331,46 @@ impl MemQuota {
             c.add(bucket, granted);
         }
         let status = if granted == 0 {
-            Status::new(Code::RESOURCE_EXHAUSTED, format!("quota is exhausted for {}", def.name))
+            Status::new(
+                Code::RESOURCE_EXHAUSTED,
+                format!("quota is exhausted for {}", def.name),
+            )
         } else {
             Status::ok()
         };
-        QuotaResult { status, granted, valid_duration: valid_for }
+        QuotaResult {
+            status,
+            granted,
+            valid_duration: valid_for,
+        }
     }
 }
 
 impl QuotaHandler for MemQuota {
-    fn allocate(&self, view: &InstanceView<'_>, args: &QuotaArgs, _: &RequestContext<'_>) -> Poll<QuotaResult> {
+    fn allocate(
+        &self,
+        view: &InstanceView<'_>,
+        args: &QuotaArgs,
+        _: &RequestContext<'_>,
+    ) -> Poll<QuotaResult> {
         if args.deduplication_id.is_empty() || self.dedup_window == 0 {
             return Poll::Ready(self.allocate_now(view, args));
         }
         let now = self.clock.monotonic();
         let dedup_key = format!("{}\u{1f}{}", view.name(), args.deduplication_id);
         if let Some(prev) = self.dedup.lock().get(&dedup_key)
-            && now.since(prev.at).as_nanos() < u128::from(self.dedup_window) {
-                return Poll::Ready(prev.result.clone());
-            }
+            && now.since(prev.at).as_nanos() < u128::from(self.dedup_window)
+        {
+            return Poll::Ready(prev.result.clone());
+        }
         let result = self.allocate_now(view, args);
-        self.dedup.lock().put(dedup_key, Dedup { at: now, result: result.clone() });
+        self.dedup.lock().put(
+            dedup_key,
+            Dedup {
+                at: now,
+                result: result.clone(),
+            },
+        );
         Poll::Ready(result)
     }
 }

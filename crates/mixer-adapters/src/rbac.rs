@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mixer_attr::{Duration, Value};
-use mixer_core::adapter::{Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, RequestContext};
+use mixer_core::adapter::{
+    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, RequestContext,
+};
 use mixer_core::instance::InstanceView;
 use mixer_core::pending::Poll;
 use mixer_core::{Code, Status};
@@ -182,11 +184,15 @@ impl Adapter for RbacAdapter {
         &["authorization"]
     }
     fn build(&self, config: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
-        let p: Params = serde_json::from_value(config.params.clone()).map_err(|e| AdapterError::new(e.to_string()))?;
+        let p: Params = serde_json::from_value(config.params.clone())
+            .map_err(|e| AdapterError::new(e.to_string()))?;
         let mut roles = Vec::new();
         for (i, r) in p.roles.into_iter().enumerate() {
             if roles.iter().any(|x: &Role| x.name == r.name) {
-                return Err(AdapterError::field(format!("roles[{i}].name"), format!("duplicate role `{}`", r.name)));
+                return Err(AdapterError::field(
+                    format!("roles[{i}].name"),
+                    format!("duplicate role `{}`", r.name),
+                ));
             }
             let rules = r
                 .rules
@@ -195,19 +201,33 @@ impl Adapter for RbacAdapter {
                     services: rule.services.iter().map(|s| Glob::new(s)).collect(),
                     methods: rule.methods.iter().map(|s| Glob::new(s)).collect(),
                     paths: rule.paths.iter().map(|s| Glob::new(s)).collect(),
-                    constraints: rule.constraints.into_iter().map(|c| (c.key, c.values)).collect(),
+                    constraints: rule
+                        .constraints
+                        .into_iter()
+                        .map(|c| (c.key, c.values))
+                        .collect(),
                 })
                 .collect();
-            roles.push(Role { name: r.name, namespace: r.namespace, rules });
+            roles.push(Role {
+                name: r.name,
+                namespace: r.namespace,
+                rules,
+            });
         }
         let mut bindings = Vec::new();
         for (i, b) in p.bindings.into_iter().enumerate() {
             let role = roles.iter().position(|r| r.name == b.role).ok_or_else(|| {
-                AdapterError::field(format!("bindings[{i}].role"), format!("no role `{}`", b.role))
+                AdapterError::field(
+                    format!("bindings[{i}].role"),
+                    format!("no role `{}`", b.role),
+                )
             })?;
             if b.subjects.is_empty() {
                 let what = b.name.unwrap_or_else(|| format!("bindings[{i}]"));
-                return Err(AdapterError::field(format!("bindings[{i}].subjects"), format!("{what} binds no subject")));
+                return Err(AdapterError::field(
+                    format!("bindings[{i}].subjects"),
+                    format!("{what} binds no subject"),
+                ));
             }
             let subjects = b
                 .subjects
@@ -220,8 +240,16 @@ impl Adapter for RbacAdapter {
                 .collect();
             bindings.push(Binding { role, subjects });
         }
-        let valid_duration = duration_param::parse("cacheDuration", p.cache_duration.as_deref(), Duration::from_secs(60))?;
-        Ok(Arc::new(Rbac { roles, bindings, valid_duration }))
+        let valid_duration = duration_param::parse(
+            "cacheDuration",
+            p.cache_duration.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        Ok(Arc::new(Rbac {
+            roles,
+            bindings,
+            valid_duration,
+        }))
     }
 }
 
@@ -230,28 +258,43 @@ fn text<'a>(view: &'a InstanceView<'a>, path: &str) -> &'a str {
 }
 
 fn property(view: &InstanceView<'_>, map: &str, key: &str) -> Option<String> {
-    view.map(map).find(|(k, _)| *k == key).map(|(_, v)| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+    view.map(map).find(|(k, _)| *k == key).map(|(_, v)| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    })
 }
 
 impl Rbac {
     fn subject_matches(&self, s: &Subject, view: &InstanceView<'_>) -> bool {
         if let Some(u) = &s.user
-            && !u.matches(text(view, "subject.user")) {
-                return false;
-            }
+            && !u.matches(text(view, "subject.user"))
+        {
+            return false;
+        }
         if let Some(g) = &s.group
-            && !text(view, "subject.groups").split(',').any(|x| x.trim() == g) {
-                return false;
-            }
-        s.properties.iter().all(|(k, v)| property(view, "subject.properties", k).as_deref() == Some(v.as_str()))
+            && !text(view, "subject.groups")
+                .split(',')
+                .any(|x| x.trim() == g)
+        {
+            return false;
+        }
+        s.properties
+            .iter()
+            .all(|(k, v)| property(view, "subject.properties", k).as_deref() == Some(v.as_str()))
     }
 
     fn role_allows(&self, role: &Role, view: &InstanceView<'_>) -> bool {
         if let Some(ns) = &role.namespace
-            && text(view, "action.namespace") != ns {
-                return false;
-            }
-        let (service, method, path) = (text(view, "action.service"), text(view, "action.method"), text(view, "action.path"));
+            && text(view, "action.namespace") != ns
+        {
+            return false;
+        }
+        let (service, method, path) = (
+            text(view, "action.service"),
+            text(view, "action.method"),
+            text(view, "action.path"),
+        );
         role.rules.iter().any(|r| {
             any_of(&r.services, service)
                 && any_of(&r.methods, method)
@@ -279,7 +322,11 @@ impl CheckHandler for Rbac {
         Poll::Ready(if allowed {
             CheckResult::allow(self.valid_duration, 10_000)
         } else {
-            CheckResult::deny(Status::new(Code::PERMISSION_DENIED, "RBAC: permission denied."), self.valid_duration, 10_000)
+            CheckResult::deny(
+                Status::new(Code::PERMISSION_DENIED, "RBAC: permission denied."),
+                self.valid_duration,
+                10_000,
+            )
         })
     }
 }

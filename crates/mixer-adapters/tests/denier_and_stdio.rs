@@ -7,44 +7,9 @@ use std::sync::Arc;
 use mixer_adapters::stdio::{MemorySink, StdioAdapter};
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
 use mixer_core::pal::virtual_time::VirtualPlatform;
-use mixer_core::snapshot::json_to_struct;
+use mixer_core::config_builder::{handler, instance, rule};
 use mixer_core::{CheckStart, Code, CompileOptions, Config, Pipeline, compile};
-use mixer_proto::v2;
 use serde_json::json;
-
-fn handler(name: &str, adapter: &str, params: serde_json::Value) -> v2::Handler {
-    v2::Handler {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        adapter: adapter.into(),
-        params: Some(json_to_struct(&params)),
-        ..Default::default()
-    }
-}
-
-fn instance(name: &str, template: &str, params: serde_json::Value) -> v2::Instance {
-    v2::Instance {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        template: template.into(),
-        params: Some(json_to_struct(&params)),
-        ..Default::default()
-    }
-}
-
-fn rule(name: &str, m: &str, handler: &str, instances: &[&str]) -> v2::Rule {
-    v2::Rule {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        r#match: m.into(),
-        actions: vec![v2::Action {
-            handler: handler.into(),
-            instances: instances.iter().map(|s| s.to_string()).collect(),
-            name: String::new(),
-        }],
-        ..Default::default()
-    }
-}
 
 fn bookinfo() -> Config {
     Config {

@@ -184,7 +184,11 @@ impl Sampler {
         if self.percentage <= 0.0 {
             return false;
         }
-        let r = splitmix(self.rng.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA));
+        let r = splitmix(
+            self.rng
+                .fetch_add(GAMMA, Ordering::Relaxed)
+                .wrapping_add(GAMMA),
+        );
         // 53 random bits as a fraction of 1, scaled to a percentage.
         ((r >> 11) as f64) * (100.0 / (1u64 << 53) as f64) < self.percentage
     }
@@ -259,7 +263,13 @@ impl fmt::Debug for ReportDispatch {
         f.debug_struct("ReportDispatch")
             .field("handler", &self.name)
             .field("sampling", &self.sampler.is_some())
-            .field("buffering", &self.buffer.as_ref().map(|b| (b.max_batch, b.max_delay, b.max_queue)))
+            .field(
+                "buffering",
+                &self
+                    .buffer
+                    .as_ref()
+                    .map(|b| (b.max_batch, b.max_delay, b.max_queue)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -281,7 +291,7 @@ fn hash_value(v: &Value<'_>, h: &mut impl Hasher) {
 
 /// Hash of an instance's identity and every field but `skip`.
 fn key_hash(instance: usize, values: &[Value<'_>], skip: usize) -> u64 {
-    let mut h = foldhash::fast::FixedState::with_seed(0x6d69_7865_72).build_hasher();
+    let mut h = foldhash::fast::FixedState::with_seed(0x006d_6978_6572).build_hasher();
     instance.hash(&mut h);
     for (i, v) in values.iter().enumerate() {
         if i != skip {
@@ -315,9 +325,7 @@ fn identity(instance: &CompiledInstance) -> usize {
 
 /// A name's hash, to give every handler its own random sequence from one seed.
 fn name_seed(name: &str) -> u64 {
-    let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
-    name.hash(&mut h);
-    h.finish()
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(name)
 }
 
 /// What [`ReportDispatch::new`] is built from.
@@ -338,12 +346,18 @@ impl ReportDispatch {
         platform: &Platform,
         settings: DispatchSettings<'_>,
     ) -> Result<Arc<ReportDispatch>, DispatchError> {
-        let err = |field: &str, message: String| DispatchError { field: field.to_string(), message };
+        let err = |field: &str, message: String| DispatchError {
+            field: field.to_string(),
+            message,
+        };
         let mut sampler = None;
         if let Some(s) = &controls.sampling {
             let pct = s.percentage;
             if !(0.0..=100.0).contains(&pct) {
-                return Err(err("sampling.percentage", format!("{pct} is not a percentage between 0 and 100")));
+                return Err(err(
+                    "sampling.percentage",
+                    format!("{pct} is not a percentage between 0 and 100"),
+                ));
             }
             let window = match &s.rate_limit {
                 None => None,
@@ -352,7 +366,12 @@ impl ReportDispatch {
                         .window
                         .and_then(|d| Duration::try_from(d).ok())
                         .filter(|d| !d.is_zero())
-                        .ok_or_else(|| err("sampling.rateLimit.window", "a rate limit needs a positive window".into()))?;
+                        .ok_or_else(|| {
+                            err(
+                                "sampling.rateLimit.window",
+                                "a rate limit needs a positive window".into(),
+                            )
+                        })?;
                     Some(Window {
                         max: u64::from(rl.max_unsampled_entries),
                         length_ns: u64::try_from(length.as_nanos()).unwrap_or(u64::MAX),
@@ -371,8 +390,16 @@ impl ReportDispatch {
             }
         }
         let mut buffer = None;
-        if let Some(b) = controls.buffering.as_ref().filter(|b| **b != v2::Buffering::default()) {
-            let max_batch = if b.max_batch_entries == 0 { 100 } else { b.max_batch_entries as usize };
+        if let Some(b) = controls
+            .buffering
+            .as_ref()
+            .filter(|b| **b != v2::Buffering::default())
+        {
+            let max_batch = if b.max_batch_entries == 0 {
+                100
+            } else {
+                b.max_batch_entries as usize
+            };
             let max_delay = b
                 .max_delay
                 .and_then(|d| Duration::try_from(d).ok())
@@ -386,18 +413,25 @@ impl ReportDispatch {
             if max_queue < max_batch {
                 return Err(err(
                     "buffering.maxQueueEntries",
-                    format!("{max_queue} is less than maxBatchEntries ({max_batch}): no batch could fill"),
+                    format!(
+                        "{max_queue} is less than maxBatchEntries ({max_batch}): no batch could fill"
+                    ),
                 ));
             }
-            buffer = Some(Buffer { max_batch, max_delay, max_queue, queue: Mutex::new(Queue::default()) });
+            buffer = Some(Buffer {
+                max_batch,
+                max_delay,
+                max_queue,
+                queue: Mutex::new(Queue::default()),
+            });
         }
         let mut aggregation = Vec::new();
-        if buffer.is_some() {
-            if let Some(r) = handler.as_report() {
-                for i in instances {
-                    if let Some(pos) = r.aggregation(i).filter(|p| *p < i.fields.len()) {
-                        aggregation.push((identity(i), pos));
-                    }
+        if buffer.is_some()
+            && let Some(r) = handler.as_report()
+        {
+            for i in instances {
+                if let Some(pos) = r.aggregation(i).filter(|p| *p < i.fields.len()) {
+                    aggregation.push((identity(i), pos));
                 }
             }
         }
@@ -475,7 +509,10 @@ impl ReportDispatch {
             return None;
         }
         let id = identity(instance);
-        self.aggregation.iter().find(|(i, _)| *i == id).map(|(_, p)| *p)
+        self.aggregation
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| *p)
     }
 
     fn push(&self, buf: &Buffer, handler: &dyn ReportHandler, views: &[InstanceView<'_>]) {
@@ -488,15 +525,23 @@ impl ReportDispatch {
         let q = &mut *guard;
         let (mut dropped, mut merged, mut accepted) = (0u64, 0usize, 0usize);
         'views: for v in views {
-            let agg = self.aggregation_of(v.instance).map(|pos| (pos, key_hash(identity(v.instance), v.values, pos)));
+            let agg = self
+                .aggregation_of(v.instance)
+                .map(|pos| (pos, key_hash(identity(v.instance), v.values, pos)));
             if let Some((pos, h)) = agg
                 && let Some(list) = q.index.get(&h)
             {
                 for &i in list {
-                    let Some(e) = q.current.get_mut(i) else { continue };
+                    let Some(e) = q.current.get_mut(i) else {
+                        continue;
+                    };
                     let same = std::ptr::eq(Arc::as_ptr(&e.instance), v.instance)
                         && e.values.len() == v.values.len()
-                        && e.values.iter().zip(v.values).enumerate().all(|(j, (a, b))| j == pos || a == b);
+                        && e.values
+                            .iter()
+                            .zip(v.values)
+                            .enumerate()
+                            .all(|(j, (a, b))| j == pos || a == b);
                     if same && sum_into(&mut e.values[pos], &v.values[pos]) {
                         merged += 1;
                         continue 'views;
@@ -514,7 +559,10 @@ impl ReportDispatch {
             if let Some((_, h)) = agg {
                 q.index.entry(h).or_default().push(q.current.len());
             }
-            q.current.push(Entry { instance, values: v.values.iter().map(|x| x.clone().into_owned()).collect() });
+            q.current.push(Entry {
+                instance,
+                values: v.values.iter().map(|x| x.clone().into_owned()).collect(),
+            });
             q.queued += 1;
             accepted += 1;
         }
@@ -569,7 +617,10 @@ impl ReportDispatch {
     /// The shared instance behind a view (instances of a snapshot are `Arc`s; the handler was
     /// built with them). `None` for an instance foreign to this handler.
     fn instance_arc(&self, instance: &CompiledInstance) -> Option<Arc<CompiledInstance>> {
-        self.instances.iter().find(|i| std::ptr::eq(Arc::as_ptr(i), instance)).cloned()
+        self.instances
+            .iter()
+            .find(|i| std::ptr::eq(Arc::as_ptr(i), instance))
+            .cloned()
     }
 
     fn on_timer(&self) {
@@ -611,9 +662,16 @@ impl ReportDispatch {
         if batch.is_empty() {
             return;
         }
-        let Some(handler) = self.handler.as_report() else { return };
-        let views: Vec<InstanceView<'_>> =
-            batch.iter().map(|e| InstanceView { instance: &e.instance, values: &e.values }).collect();
+        let Some(handler) = self.handler.as_report() else {
+            return;
+        };
+        let views: Vec<InstanceView<'_>> = batch
+            .iter()
+            .map(|e| InstanceView {
+                instance: &e.instance,
+                values: &e.values,
+            })
+            .collect();
         handler.report(&views);
         DispatchStats::add(&self.stats.delivered, views.len());
         DispatchStats::add(&self.stats.batches, 1);

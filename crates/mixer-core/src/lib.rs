@@ -9,6 +9,7 @@
 pub mod adapter;
 pub mod audit;
 pub mod cache;
+pub mod config_builder;
 pub mod decision;
 pub mod dispatch;
 pub mod instance;

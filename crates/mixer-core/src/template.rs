@@ -175,6 +175,18 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("origin_ip", V(T::IpAddress)),
         ],
     },
+    // Knative scale-from-zero (crate `mixer-knative`): the revision a request goes to, at check
+    // time and again when the request completes (so concurrency is measured check -> report).
+    TemplateInfo {
+        name: "knativerevision",
+        variety: Variety::Check,
+        fields: &[f("namespace", V(T::String)), f("revision", V(T::String)), f("host", V(T::String))],
+    },
+    TemplateInfo {
+        name: "knativecompletion",
+        variety: Variety::Report,
+        fields: &[f("namespace", V(T::String)), f("revision", V(T::String)), f("host", V(T::String))],
+    },
     TemplateInfo {
         name: "mutation",
         variety: Variety::Mutation,

@@ -16,7 +16,7 @@ use mixer_core::instance::InstanceView;
 use mixer_core::pal::virtual_time::VirtualPlatform;
 use mixer_core::pal::{HttpRequest, HttpResponse};
 use mixer_core::pending::{Poll, pending};
-use mixer_core::snapshot::json_to_struct;
+use mixer_core::config_builder::{self, instance, rule};
 use mixer_core::{
     AdapterRegistry, CheckAnswer, CheckStart, Code, CompileOptions, Config, Pipeline, Status, compile,
 };
@@ -168,44 +168,10 @@ impl ReportHandler for Counter {
 }
 
 fn handler(name: &str, adapter: &str, params: serde_json::Value, fail_open: bool) -> v2::Handler {
+    let policy = if fail_open { v2::dispatch_controls::FailurePolicy::FailOpen } else { v2::dispatch_controls::FailurePolicy::FailClose };
     v2::Handler {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        adapter: adapter.into(),
-        params: Some(json_to_struct(&params)),
-        dispatch: Some(v2::DispatchControls {
-            failure_policy: if fail_open {
-                v2::dispatch_controls::FailurePolicy::FailOpen as i32
-            } else {
-                v2::dispatch_controls::FailurePolicy::FailClose as i32
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn instance(name: &str, template: &str, params: serde_json::Value) -> v2::Instance {
-    v2::Instance {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        template: template.into(),
-        params: Some(json_to_struct(&params)),
-        ..Default::default()
-    }
-}
-
-fn rule(name: &str, matches: &str, handler: &str, instances: &[&str]) -> v2::Rule {
-    v2::Rule {
-        name: name.into(),
-        namespace: "istio-system".into(),
-        r#match: matches.into(),
-        actions: vec![v2::Action {
-            handler: handler.into(),
-            instances: instances.iter().map(|s| s.to_string()).collect(),
-            name: String::new(),
-        }],
-        ..Default::default()
+        dispatch: Some(v2::DispatchControls { failure_policy: policy as i32, ..Default::default() }),
+        ..config_builder::handler(name, adapter, params)
     }
 }
 

@@ -282,12 +282,16 @@ impl Settle {
             shared.check_cache.insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
         }
         let join = self.join.clone();
+        let pipeline = self.pipeline.clone();
         self.dispatcher.post(Box::new(move || {
             let callback = {
                 let mut j = join.lock();
                 if j.cancelled { None } else { j.callback.take() }
             };
             if let Some(cb) = callback {
+                if !d.is_allowed() {
+                    PipelineStats::inc(&pipeline.shared.stats.checks_denied);
+                }
                 cb(CheckAnswer { decision: d, cache_hit: false });
             }
         }));
@@ -342,6 +346,7 @@ impl fmt::Debug for CheckHandle {
 
 /// State of a check that charges quotas after its precondition allowed.
 struct QuotaStage {
+    pipeline: Pipeline,
     requests: Vec<QuotaRequest>,
     callback: Option<CheckCallback>,
     cancelled: bool,
@@ -480,14 +485,9 @@ impl Worker {
     /// Runs the precondition check for the request in `bag`, then charges the quotas that the
     /// config's QuotaSpecs bind to it (only when the precondition allowed).
     pub fn check(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
-        let pipeline = self.pipeline.clone();
-        let counted = move |a: CheckAnswer| {
-            if !a.is_allowed() {
-                PipelineStats::inc(&pipeline.shared.stats.checks_denied);
-            }
-            on_complete(a)
-        };
-        let started = self.check_audited(bag, counted);
+        // Denials are counted where answers are delivered: here for inline answers, and by the
+        // completion paths (`Settle`, `finish_quota`) for the others.
+        let started = self.check_audited(bag, on_complete);
         if let CheckStart::Done(a) = &started
             && !a.is_allowed()
         {
@@ -497,6 +497,10 @@ impl Worker {
     }
 
     fn check_audited(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+        // A plain load (no reference count traffic) on the common, unaudited path.
+        if self.pipeline.shared.audit.load().is_none() {
+            return self.check_unaudited(bag, on_complete);
+        }
         let Some(sink) = self.pipeline.shared.audit.load_full() else {
             return self.check_unaudited(bag, on_complete);
         };
@@ -519,6 +523,7 @@ impl Worker {
             return self.precondition(bag, Box::new(on_complete));
         }
         let stage = Arc::new(Mutex::new(QuotaStage {
+            pipeline: self.pipeline.clone(),
             requests,
             callback: Some(Box::new(on_complete)),
             cancelled: false,
@@ -588,8 +593,13 @@ impl Worker {
         }
         let (Some(cb), Some(pre)) = (s.callback.take(), s.precondition.take()) else { return };
         let requests = std::mem::take(&mut s.requests);
+        let pipeline = s.pipeline.clone();
         drop(s);
-        cb(with_quotas(pre, &requests, results));
+        let answer = with_quotas(pre, &requests, results);
+        if !answer.is_allowed() {
+            PipelineStats::inc(&pipeline.shared.stats.checks_denied);
+        }
+        cb(answer);
     }
 
     /// The precondition part of [`Worker::check`].

@@ -5,6 +5,47 @@
 //! For the `mixer` CLI and simple Rust hosts. Proxies bring their own: Envoy implements the PAL
 //! on the C++ side of the bridge; async Rust proxies use a tokio host. gRPC callouts are not
 //! offered here (they answer [`CalloutError::Unsupported`]).
+//!
+//! Embedding the pipeline in a Rust program:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mixer_attr::{Attributes, Value, well_known as wk};
+//! use mixer_core::{CheckStart, Pipeline};
+//!
+//! let yaml = r#"
+//! apiVersion: config.istio.io/v1alpha2
+//! kind: handler
+//! metadata: { name: deny }
+//! spec: { compiledAdapter: denier, params: { status: { code: 7, message: no } } }
+//! ---
+//! apiVersion: config.istio.io/v1alpha2
+//! kind: instance
+//! metadata: { name: nothing }
+//! spec: { compiledTemplate: checknothing }
+//! ---
+//! apiVersion: config.istio.io/v1alpha2
+//! kind: rule
+//! metadata: { name: deny-ratings }
+//! spec:
+//!   match: destination.service.name == "ratings"
+//!   actions: [ { handler: deny, instances: [ nothing ] } ]
+//! "#;
+//! let event_loop = mixer_host::EventLoop::new();
+//! let loaded = mixer_config::load_str("policy.yaml", yaml).expect("valid YAML");
+//! let registry = mixer_adapters::registry();
+//! let snapshot = mixer_config::compile_loaded(&loaded, &registry, &event_loop.platform(), None, &Default::default())
+//!     .expect("valid config");
+//! let pipeline = Pipeline::new(snapshot, event_loop.platform());
+//! // One worker per proxy worker thread, each with its thread's dispatcher.
+//! let worker = pipeline.worker(Arc::new(event_loop.clone()));
+//! let request = Attributes::new().with(wk::DESTINATION_SERVICE_NAME, Value::str("ratings"));
+//! match worker.check(&request, |later| println!("decided later: {:?}", later.status)) {
+//!     CheckStart::Done(answer) => assert_eq!(answer.status.message, "no"),
+//!     CheckStart::Pending(_handle) => { /* keep the handle; run the loop until the callback fires */ }
+//! }
+//! worker.report(&request.with(wk::RESPONSE_CODE, Value::Int64(403)));
+//! ```
 #![forbid(unsafe_code)]
 
 mod http;

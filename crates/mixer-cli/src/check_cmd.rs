@@ -26,7 +26,7 @@ pub struct CheckCommand {
 
 pub fn run(cmd: CheckCommand) -> anyhow::Result<ExitCode> {
     let loaded = session::load(&cmd.config, None)?;
-    let s = Session::start(&loaded, &mixer_adapters::registry())?;
+    let s = Session::start(&loaded, &session::registry())?;
     for n in &s.notes {
         eprintln!("note: {n}");
     }

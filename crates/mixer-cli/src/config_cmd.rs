@@ -81,7 +81,7 @@ fn load_and_compile(inputs: &Inputs) -> Result<(LoadedConfig, Snapshot), ExitCod
     for note in &loaded.notes {
         eprintln!("note: {note}");
     }
-    let registry = mixer_adapters::registry();
+    let registry = crate::session::registry();
     let options = CompileOptions {
         skip_unknown_adapters: inputs.skip_unknown_adapters,
         ..Default::default()

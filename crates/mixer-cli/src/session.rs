@@ -15,6 +15,13 @@ use mixer_host::EventLoop;
 use parking_lot::Mutex;
 use serde_json::{Value as Json, json};
 
+/// Every adapter this build offers: the built-in ones and Knative's.
+pub fn registry() -> AdapterRegistry {
+    let mut r = mixer_adapters::registry();
+    mixer_knative::register(&mut r);
+    r
+}
+
 /// A pipeline on a real-time event loop, with one worker.
 pub struct Session {
     pub event_loop: EventLoop,

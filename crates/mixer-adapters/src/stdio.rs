@@ -354,14 +354,32 @@ impl Stdio {
             _ => self.clock.wall().to_string(),
         };
         if self.json {
-            let mut obj = serde_json::Map::new();
-            obj.insert("level".into(), level.into());
-            obj.insert("time".into(), time.into());
-            obj.insert("instance".into(), view.name().into());
+            // Written directly (no intermediate map): level, time, instance, then the variables
+            // in name order, as Mixer's zap encoder did. A variable named like one of the
+            // first three is left out (the key would repeat).
+            let mut out = Vec::with_capacity(256 + 48 * view.values.len());
+            out.extend_from_slice(b"{\"level\":");
+            let _ = serde_json::to_writer(&mut out, level);
+            out.extend_from_slice(b",\"time\":");
+            let _ = serde_json::to_writer(&mut out, &time);
+            out.extend_from_slice(b",\"instance\":");
+            let _ = serde_json::to_writer(&mut out, view.name());
             for (k, v) in view.map("variables") {
-                obj.insert(k.to_string(), value_to_json(v));
+                if matches!(k, "level" | "time" | "instance") {
+                    continue;
+                }
+                out.push(b',');
+                let _ = serde_json::to_writer(&mut out, k);
+                out.push(b':');
+                let _ = match v {
+                    Value::String(s) => serde_json::to_writer(&mut out, &**s),
+                    Value::Int64(i) => serde_json::to_writer(&mut out, i),
+                    Value::Bool(b) => serde_json::to_writer(&mut out, b),
+                    other => serde_json::to_writer(&mut out, &value_to_json(other)),
+                };
             }
-            Some(serde_json::Value::Object(obj).to_string())
+            out.push(b'}');
+            String::from_utf8(out).ok()
         } else {
             let mut s = format!("{time}\t{level}\t{}", view.name());
             for (k, v) in view.map("variables") {

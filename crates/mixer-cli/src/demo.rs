@@ -222,6 +222,17 @@ pub fn run(cmd: DemoCommand) -> anyhow::Result<ExitCode> {
     for line in sink.lines() {
         println!("  {line}");
     }
+    let metrics = mixer_adapters::prometheus::render(
+        &s.pipeline.snapshot(),
+        mixer_adapters::prometheus::Format::Text,
+    );
+    if !metrics.is_empty() {
+        println!();
+        println!("Metrics (prometheus handler, Prometheus text format):");
+        for line in metrics.lines() {
+            println!("  {line}");
+        }
+    }
     let stats = s.pipeline.stats();
     let cache = s.pipeline.check_cache().stats();
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

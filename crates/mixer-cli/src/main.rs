@@ -1,7 +1,7 @@
 //! The `mixer` command line: the operator's and proxy builder's window onto the library.
 //!
 //! Subcommands: `expr` (evaluate expressions, batch-grade the expression table), `demo` (the
-//! scripted end-to-end run of the README), `check` and `config` (policy debugging).
+//! scripted end-to-end run of the README), `check` and `config` (policy debugging), `report` (telemetry: metrics and access logs).
 
 use std::process::ExitCode;
 
@@ -11,6 +11,7 @@ mod check_cmd;
 mod config_cmd;
 mod demo;
 mod expr_cmd;
+mod report_cmd;
 mod session;
 
 #[derive(Parser, Debug)]
@@ -32,6 +33,8 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Run the precondition check (and quotas) of requests against a config.
     Check(check_cmd::CheckCommand),
+    /// Run the telemetry report of completed requests and write the Prometheus exposition.
+    Report(report_cmd::ReportCommand),
     /// Run scripted Bookinfo-shaped traffic through the embedded config and print the results.
     Demo(demo::DemoCommand),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Expr(cmd) => expr_cmd::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Check(cmd) => check_cmd::run(cmd),
+        Command::Report(cmd) => report_cmd::run(cmd),
         Command::Demo(cmd) => demo::run(cmd),
     };
     match result {

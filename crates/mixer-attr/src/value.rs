@@ -110,14 +110,6 @@ pub trait StringMapView: Send + Sync {
 
 impl StringMapView for StringMap {
     fn get(&self, key: &str) -> Option<&str> {
-        // A few entries (labels, test maps): a scan that compares lengths first calls `memcmp`
-        // only for a key of the right length, where the ordered search calls it for every key.
-        if self.len() <= 4 {
-            return self
-                .iter()
-                .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
-                .map(|(_, v)| v.as_str());
-        }
         BTreeMap::get(self, key).map(String::as_str)
     }
     fn len(&self) -> usize {
@@ -298,6 +290,7 @@ impl<'a> Value<'a> {
     }
 
     /// A view of this value that borrows from it (no allocation, no reference counting).
+    #[inline]
     pub fn reborrow(&self) -> Value<'_> {
         match self {
             Value::String(s) => Value::String(Cow::Borrowed(s)),

@@ -7,7 +7,7 @@ use mixer_attr::{AttrId, Attributes, StringMapRef, Value, ValueType};
 use crate::ast::Pos;
 use crate::check::{Builtin, CmpOp, TKind, TNode};
 use crate::error::CompileError;
-use crate::vm::{BOp, Op, Program, StrSrc, StrTest, build_regex};
+use crate::vm::{BOp, FALSE, Op, Program, StrTest, TRUE, Test, Tests, build_regex};
 
 /// Most instructions one expression may compile to.
 pub const MAX_INSTRUCTIONS: usize = 8192;
@@ -129,14 +129,24 @@ pub(crate) fn generate_top(
     if n.ty != ValueType::Bool || n.as_const().is_some() {
         return generate(n, names);
     }
-    let mut t = Tests {
-        ops: Vec::new(),
+    let mut t = TestGen {
+        nodes: Vec::new(),
         g: Gen::default(),
         subs: Vec::new(),
         names: &names,
     };
-    t.emit_test(n)?;
-    if let ([BOp::Sub(0)], 1) = (t.ops.as_slice(), t.subs.len()) {
+    let entry = t.emit_test(n, TRUE, FALSE)?;
+    if let (
+        [
+            Test {
+                op: BOp::Sub(0),
+                then: TRUE,
+                otherwise: FALSE,
+            },
+        ],
+        1,
+    ) = (t.nodes.as_slice(), t.subs.len())
+    {
         return generate(n, names);
     }
     let prog = Program {
@@ -144,7 +154,10 @@ pub(crate) fn generate_top(
         consts: t.g.consts,
         regexes: t.g.regexes,
         max_stack: 0,
-        tests: Some(t.ops),
+        tests: Some(Tests {
+            nodes: t.nodes,
+            entry,
+        }),
         subs: t.subs,
         names,
     };
@@ -157,118 +170,136 @@ pub(crate) fn generate_top(
     Ok(prog)
 }
 
-struct Tests<'a> {
-    ops: Vec<BOp>,
+/// Builds a decision graph ([`Tests`]).
+struct TestGen<'a> {
+    nodes: Vec<Test>,
     g: Gen,
     subs: Vec<Program>,
     names: &'a Vec<(AttrId, Arc<str>)>,
 }
 
-/// A string source that a test can read directly: a STRING attribute or a constant-key entry.
-fn str_src(n: &TNode, g: &mut Gen) -> Option<StrSrc> {
-    match &n.kind {
-        TKind::Attr(id) if n.ty == ValueType::String => Some(StrSrc::Attr(*id, n.ty)),
-        TKind::Index(m, k) => match (&m.kind, k.as_const()) {
-            (TKind::Attr(id), Some(key)) => Some(StrSrc::Entry(*id, g.constant(key))),
-            _ => None,
-        },
-        _ => None,
-    }
+/// Where a string test reads its string: a STRING attribute or a constant-key entry of a map
+/// attribute.
+enum StrSrc {
+    Attr(AttrId),
+    Entry(AttrId, Box<str>),
 }
 
-impl Tests<'_> {
-    fn patch(&mut self, at: usize) {
-        let target = u32::try_from(self.ops.len()).unwrap_or(u32::MAX);
-        if let Some(BOp::JumpIf(_, t)) = self.ops.get_mut(at) {
-            *t = target;
+impl StrSrc {
+    fn of(n: &TNode) -> Option<StrSrc> {
+        match &n.kind {
+            TKind::Attr(id) if n.ty == ValueType::String => Some(StrSrc::Attr(*id)),
+            TKind::Index(m, k) => match (&m.kind, k.as_const().and_then(Value::as_str)) {
+                (TKind::Attr(id), Some(key)) => Some(StrSrc::Entry(*id, key.into())),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
-    fn emit_test(&mut self, n: &TNode) -> Result<(), CompileError> {
-        if self.ops.len() > MAX_INSTRUCTIONS {
+    fn test(self, t: StrTest) -> BOp {
+        match self {
+            StrSrc::Attr(id) => BOp::AttrStr(id, t),
+            StrSrc::Entry(id, key) => BOp::EntryStr(id, key, t),
+        }
+    }
+}
+
+impl TestGen<'_> {
+    /// Emits the graph of `n` continuing at `then` when it holds and at `otherwise` when not;
+    /// returns its entry. The right operand of `&&`/`||` is emitted first (its entry is an
+    /// edge of the left one), so nodes are never duplicated.
+    fn emit_test(&mut self, n: &TNode, then: u32, otherwise: u32) -> Result<u32, CompileError> {
+        if self.nodes.len() > MAX_INSTRUCTIONS {
             return Err(CompileError::new(
                 n.pos,
                 format!("expression compiles to more than {MAX_INSTRUCTIONS} instructions"),
             ));
         }
         let op = match &n.kind {
-            TKind::Const(Value::Bool(b)) => BOp::Const(*b),
+            TKind::Const(Value::Bool(b)) => return Ok(if *b { then } else { otherwise }),
             TKind::Attr(id) if n.ty == ValueType::Bool => BOp::AttrBool(*id),
-            TKind::LOr(a, b) | TKind::LAnd(a, b) => {
-                let when = matches!(n.kind, TKind::LOr(..));
-                self.emit_test(a)?;
-                self.ops.push(BOp::JumpIf(when, 0));
-                let j = self.ops.len() - 1;
-                self.emit_test(b)?;
-                self.patch(j);
-                return Ok(());
+            TKind::LOr(a, b) => {
+                let right = self.emit_test(b, then, otherwise)?;
+                return self.emit_test(a, then, right);
             }
-            TKind::Not(a) => {
-                self.emit_test(a)?;
-                self.ops.push(BOp::Not);
-                return Ok(());
+            TKind::LAnd(a, b) => {
+                let right = self.emit_test(b, then, otherwise)?;
+                return self.emit_test(a, right, otherwise);
             }
+            TKind::Not(a) => return self.emit_test(a, otherwise, then),
             TKind::Cmp(op @ (CmpOp::Eq | CmpOp::Ne), a, b) => {
                 let ne = *op == CmpOp::Ne;
                 let (x, c) = match (a.as_const(), b.as_const()) {
                     (None, Some(c)) => (&**a, c),
                     (Some(c), None) => (&**b, c),
-                    _ => return self.sub(n),
+                    _ => return self.sub_test(n, then, otherwise),
                 };
-                let ci = self.g.constant(c);
-                match &x.kind {
-                    TKind::Attr(id) => BOp::AttrEq(*id, x.ty, ci, ne),
-                    _ => match str_src(x, &mut self.g) {
-                        Some(src) if c.as_str().is_some() && x.ty == ValueType::String => {
-                            BOp::Str(src, if ne { StrTest::Ne(ci) } else { StrTest::Eq(ci) })
+                match (&x.kind, c) {
+                    (TKind::Attr(id), Value::Int64(i)) if x.ty == ValueType::Int64 => {
+                        BOp::IntEq(*id, *i, ne)
+                    }
+                    (TKind::Attr(id), _) if x.ty != ValueType::String => {
+                        BOp::AttrEq(*id, x.ty, self.g.constant(c), ne)
+                    }
+                    _ => match (StrSrc::of(x), c) {
+                        (Some(src), Value::String(s)) if x.ty == ValueType::String => {
+                            let s: Box<str> = (**s).into();
+                            src.test(if ne { StrTest::Ne(s) } else { StrTest::Eq(s) })
                         }
-                        _ => return self.sub(n),
+                        _ => BOp::Sub(self.sub(n)?),
                     },
                 }
             }
             TKind::Call(f @ (Builtin::Match | Builtin::StartsWith | Builtin::EndsWith), args) => {
                 match (args.as_slice(), args.get(1).and_then(TNode::as_const)) {
-                    ([s, _], Some(c)) if c.as_str().is_some() => match str_src(s, &mut self.g) {
-                        Some(src) => {
-                            let ci = self.g.constant(c);
-                            let t = match f {
-                                Builtin::Match => StrTest::Glob(ci),
-                                Builtin::StartsWith => StrTest::Prefix(ci),
-                                _ => StrTest::Suffix(ci),
-                            };
-                            BOp::Str(src, t)
-                        }
-                        None => return self.sub(n),
+                    ([s, _], Some(Value::String(c))) => match StrSrc::of(s) {
+                        Some(src) => src.test(match f {
+                            Builtin::Match => StrTest::glob(c),
+                            Builtin::StartsWith => StrTest::Prefix((**c).into()),
+                            _ => StrTest::Suffix((**c).into()),
+                        }),
+                        None => BOp::Sub(self.sub(n)?),
                     },
-                    _ => return self.sub(n),
+                    _ => BOp::Sub(self.sub(n)?),
                 }
             }
             TKind::Call(Builtin::Matches, args) => match args.as_slice() {
-                [p, s] => match (
-                    p.as_const().and_then(Value::as_str),
-                    str_src(s, &mut self.g),
-                ) {
+                [p, s] => match (p.as_const().and_then(Value::as_str), StrSrc::of(s)) {
                     (Some(pattern), Some(src)) => {
                         let re = build_regex(pattern).map_err(|e| {
                             CompileError::new(p.pos, format!("invalid regular expression: {e}"))
                         })?;
                         self.g.regexes.push(re);
-                        BOp::Str(src, StrTest::Regex((self.g.regexes.len() - 1) as u32))
+                        src.test(StrTest::Regex((self.g.regexes.len() - 1) as u32))
                     }
-                    _ => return self.sub(n),
+                    _ => BOp::Sub(self.sub(n)?),
                 },
-                _ => return self.sub(n),
+                _ => BOp::Sub(self.sub(n)?),
             },
-            _ => return self.sub(n),
+            _ => BOp::Sub(self.sub(n)?),
         };
-        self.ops.push(op);
-        Ok(())
+        self.nodes.push(Test {
+            op,
+            then,
+            otherwise,
+        });
+        Ok((self.nodes.len() - 1) as u32)
     }
 
-    fn sub(&mut self, n: &TNode) -> Result<(), CompileError> {
+    fn sub_test(&mut self, n: &TNode, then: u32, otherwise: u32) -> Result<u32, CompileError> {
+        let op = BOp::Sub(self.sub(n)?);
+        self.nodes.push(Test {
+            op,
+            then,
+            otherwise,
+        });
+        Ok((self.nodes.len() - 1) as u32)
+    }
+
+    fn sub(&mut self, n: &TNode) -> Result<u32, CompileError> {
         self.subs.push(generate(n, self.names.clone())?);
-        self.ops.push(BOp::Sub((self.subs.len() - 1) as u32));
-        Ok(())
+        Ok((self.subs.len() - 1) as u32)
     }
 }
 

@@ -76,46 +76,74 @@ pub(crate) enum Op {
     RegexConst(u32),
 }
 
-/// Where a string test reads its string.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum StrSrc {
-    /// A STRING attribute (absent is an error).
-    Attr(AttrId, ValueType),
-    /// `map_attribute[constant key]` (absent map is an error, a missing key reads `""`).
-    Entry(AttrId, u32),
-}
-
-/// A test of a string against a constant.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A test of a string against a constant. Constant strings live in the instruction itself, so
+/// a test reads no constant table.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum StrTest {
-    Eq(u32),
-    Ne(u32),
-    /// `match(s, glob)`
-    Glob(u32),
-    /// `s.startsWith(c)`
-    Prefix(u32),
-    /// `s.endsWith(c)`
-    Suffix(u32),
-    /// `regex.matches(s)`
+    Eq(Box<str>),
+    Ne(Box<str>),
+    /// `s.startsWith(c)`, or `match(s, "c*")`
+    Prefix(Box<str>),
+    /// `s.endsWith(c)`, or `match(s, "*c")`
+    Suffix(Box<str>),
+    /// `regex.matches(s)` (regex `i` of the program)
     Regex(u32),
 }
 
-/// An instruction of a BOOL program: tests set an accumulator, jumps short-circuit `&&`/`||`.
-/// BOOL expressions (rule matches) compile to these where their leaves are simple tests, which
-/// skips the value stack altogether.
-#[derive(Clone, Copy, Debug, PartialEq)]
+impl StrTest {
+    /// `match(s, glob)` with a constant glob, resolved once (Mixer's externMatch: a trailing `*`
+    /// is a prefix test, else a leading `*` a suffix test, else equality).
+    pub(crate) fn glob(pattern: &str) -> StrTest {
+        if let Some(prefix) = pattern.strip_suffix('*') {
+            StrTest::Prefix(prefix.into())
+        } else if let Some(suffix) = pattern.strip_prefix('*') {
+            StrTest::Suffix(suffix.into())
+        } else {
+            StrTest::Eq(pattern.into())
+        }
+    }
+}
+
+/// A leaf test of a BOOL program.
+#[derive(Clone, Debug, PartialEq)]
+#[repr(u8)] // a plain tag byte: cheaper to dispatch on than a niche-encoded discriminant
 pub(crate) enum BOp {
-    /// `attribute == constant` (`!=` with the flag).
+    /// INT64 `attribute == constant` (`!=` with the flag).
+    IntEq(AttrId, i64, bool),
+    /// `attribute == constant i` of another type (`!=` with the flag).
     AttrEq(AttrId, ValueType, u32, bool),
-    Str(StrSrc, StrTest),
+    /// A test of a STRING attribute (absent is an error).
+    AttrStr(AttrId, StrTest),
+    /// A test of `map_attribute[constant key]` (absent map is an error, a missing key reads
+    /// `""`).
+    EntryStr(AttrId, Box<str>, StrTest),
     /// A BOOL attribute.
     AttrBool(AttrId),
-    Const(bool),
     /// A sub-expression evaluated by the general VM (`subs[i]`).
     Sub(u32),
-    Not,
-    /// Jump when the accumulator equals the flag.
-    JumpIf(bool, u32),
+}
+
+/// Successor meaning "the expression is true".
+pub(crate) const TRUE: u32 = u32::MAX;
+/// Successor meaning "the expression is false".
+pub(crate) const FALSE: u32 = u32::MAX - 1;
+
+/// A node of a BOOL program's decision graph: a test and where to continue when it holds
+/// (`then`) and when it does not (`otherwise`), a node index or [`TRUE`] / [`FALSE`].
+/// `&&`, `||` and `!` become edges (no accumulator, no jump instructions), so evaluating
+/// `a || b` runs exactly the tests it needs, in source order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Test {
+    pub op: BOp,
+    pub then: u32,
+    pub otherwise: u32,
+}
+
+/// A BOOL program: decision-graph nodes and the first node (or [`TRUE`] / [`FALSE`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Tests {
+    pub nodes: Vec<Test>,
+    pub entry: u32,
 }
 
 /// A compiled program.
@@ -127,7 +155,7 @@ pub(crate) struct Program {
     pub names: Vec<(AttrId, Arc<str>)>,
     pub max_stack: usize,
     /// For BOOL programs: the test program (then `code` is empty) and its general sub-programs.
-    pub tests: Option<Vec<BOp>>,
+    pub tests: Option<Tests>,
     pub subs: Vec<Program>,
 }
 
@@ -188,11 +216,13 @@ impl Program {
                 _ => {}
             }
         }
-        for op in self.tests.iter().flatten() {
+        for op in self.tests.iter().flat_map(|t| &t.nodes).map(|t| &t.op) {
             match op {
-                BOp::AttrEq(id, _, _, _)
+                BOp::IntEq(id, _, _)
+                | BOp::AttrEq(id, _, _, _)
                 | BOp::AttrBool(id)
-                | BOp::Str(StrSrc::Attr(id, _) | StrSrc::Entry(id, _), _) => out.push(*id),
+                | BOp::AttrStr(id, _)
+                | BOp::EntryStr(id, _, _) => out.push(*id),
                 _ => {}
             }
         }
@@ -204,7 +234,7 @@ impl Program {
     /// Instructions in the program and its sub-programs.
     pub(crate) fn instruction_count(&self) -> usize {
         self.code.len()
-            + self.tests.as_ref().map_or(0, Vec::len)
+            + self.tests.as_ref().map_or(0, |t| t.nodes.len())
             + self
                 .subs
                 .iter()
@@ -267,7 +297,7 @@ impl Program {
     #[inline(always)]
     fn run_tests<R: ReferenceRecorder>(
         &self,
-        tests: &[BOp],
+        tests: &Tests,
         bag: &dyn Bag,
         refs: &mut R,
     ) -> Result<bool, EvalError> {
@@ -283,116 +313,123 @@ impl Program {
         }
     }
 
-    #[inline(always)]
-    fn cstr(&self, i: u32) -> Result<&str, Fault> {
-        match self.consts.get(i as usize).and_then(Value::as_str) {
-            Some(s) => Ok(s),
-            None => Err(internal("bad string constant")),
-        }
-    }
-
-    #[inline(always)]
-    fn fetch<'s, R: ReferenceRecorder>(
-        bag: &'s dyn Bag,
+    /// The cold end of an attribute read that did not find the expected type: records the
+    /// reference and builds the fault.
+    #[cold]
+    #[inline(never)]
+    fn miss<R: ReferenceRecorder>(
         refs: &mut R,
         id: AttrId,
         ty: ValueType,
-    ) -> Result<Value<'s>, Fault> {
-        match bag.get(id) {
+        found: Option<&Value<'_>>,
+    ) -> Fault {
+        match found {
             Some(v) => {
                 refs.attribute(id, true);
-                if v.value_type() != ty {
-                    return Err(Fault::WrongType(id, ty, v.value_type()));
-                }
-                Ok(v)
+                Fault::WrongType(id, ty, v.value_type())
             }
             None => {
                 refs.attribute(id, false);
-                Err(Fault::Absent(id))
+                Fault::Absent(id)
             }
         }
     }
 
     #[inline(always)]
-    fn str_test(&self, s: &str, t: StrTest) -> Result<bool, Fault> {
+    fn str_test(&self, s: &str, t: &StrTest) -> Result<bool, Fault> {
         Ok(match t {
-            StrTest::Eq(c) => s == self.cstr(c)?,
-            StrTest::Ne(c) => s != self.cstr(c)?,
-            StrTest::Glob(c) => builtins::glob_match(s, self.cstr(c)?),
-            StrTest::Prefix(c) => s.starts_with(self.cstr(c)?),
-            StrTest::Suffix(c) => s.ends_with(self.cstr(c)?),
-            StrTest::Regex(i) => match self.regexes.get(i as usize) {
-                Some(re) => re.is_match(s),
-                None => return Err(internal("bad regex")),
-            },
+            StrTest::Eq(c) => s == &**c,
+            StrTest::Ne(c) => s != &**c,
+            StrTest::Prefix(c) => s.starts_with(&**c),
+            StrTest::Suffix(c) => s.ends_with(&**c),
+            StrTest::Regex(i) => return self.regex_test(s, *i),
         })
+    }
+
+    #[inline(never)]
+    fn regex_test(&self, s: &str, i: u32) -> Result<bool, Fault> {
+        match self.regexes.get(i as usize) {
+            Some(re) => Ok(re.is_match(s)),
+            None => Err(internal("bad regex")),
+        }
+    }
+
+    /// `attribute == constant` for the types without a specialised instruction.
+    #[inline(never)]
+    fn attr_eq<R: ReferenceRecorder>(
+        &self,
+        bag: &dyn Bag,
+        refs: &mut R,
+        id: AttrId,
+        ty: ValueType,
+        c: u32,
+    ) -> Result<bool, Fault> {
+        let fetched;
+        let v = match attr!(bag, id, fetched) {
+            Some(v) if v.value_type() == ty => {
+                refs.attribute(id, true);
+                v
+            }
+            other => return Err(Self::miss(refs, id, ty, other)),
+        };
+        let Some(k) = self.consts.get(c as usize) else {
+            return Err(internal("bad constant"));
+        };
+        values_eq(v, k).map_err(|e| Fault::Error(Box::new(e)))
     }
 
     fn exec_tests<R: ReferenceRecorder>(
         &self,
-        tests: &[BOp],
+        tests: &Tests,
         bag: &dyn Bag,
         refs: &mut R,
     ) -> Result<bool, Fault> {
-        let mut acc = false;
-        let mut pc = 0usize;
-        while let Some(op) = tests.get(pc) {
-            pc += 1;
-            match *op {
-                BOp::AttrEq(id, ty, c, ne) => {
-                    let v = Self::fetch(bag, refs, id, ty)?;
-                    let Some(k) = self.consts.get(c as usize) else {
-                        return Err(internal("bad constant"));
-                    };
-                    let eq = match (&v, k) {
-                        (Value::Int64(x), Value::Int64(y)) => x == y,
-                        (Value::String(x), Value::String(y)) => x == y,
-                        (Value::Bool(x), Value::Bool(y)) => x == y,
-                        _ => match values_eq(&v, k) {
-                            Ok(eq) => eq,
-                            Err(e) => return Err(Fault::Error(Box::new(e))),
-                        },
-                    };
-                    discard(v);
-                    acc = eq != ne;
-                }
-                BOp::Str(StrSrc::Attr(id, ty), t) => {
-                    let v = Self::fetch(bag, refs, id, ty)?;
-                    acc = match v.as_str() {
-                        Some(s) => self.str_test(s, t)?,
-                        None => return Err(internal("string test of a non-string")),
-                    };
-                }
-                BOp::Str(StrSrc::Entry(id, k), t) => {
-                    let key = self.cstr(k)?;
-                    let Value::StringMap(m) = Self::fetch(bag, refs, id, ValueType::StringMap)?
-                    else {
-                        return Err(internal("map attribute is not a map"));
-                    };
-                    let found = map_get(m, key);
-                    refs.map_key(id, key, found.is_some());
-                    acc = self.str_test(found.as_deref().unwrap_or(""), t)?;
-                }
-                BOp::AttrBool(id) => match Self::fetch(bag, refs, id, ValueType::Bool)? {
-                    Value::Bool(b) => acc = b,
-                    _ => return Err(internal("bool attribute is not a bool")),
-                },
-                BOp::Const(b) => acc = b,
-                BOp::Sub(i) => {
-                    let Some(sub) = self.subs.get(i as usize) else {
-                        return Err(internal("bad sub-program"));
-                    };
-                    acc = sub.run_sub(bag, refs)?;
-                }
-                BOp::Not => acc = !acc,
-                BOp::JumpIf(when, target) => {
-                    if acc == when {
-                        pc = target as usize;
+        let mut at = tests.entry;
+        while let Some(node) = tests.nodes.get(at as usize) {
+            let fetched;
+            let holds = match &node.op {
+                BOp::IntEq(id, c, ne) => match attr!(bag, *id, fetched) {
+                    Some(Value::Int64(x)) => {
+                        refs.attribute(*id, true);
+                        (x == c) != *ne
                     }
-                }
-            }
+                    other => return Err(Self::miss(refs, *id, ValueType::Int64, other)),
+                },
+                BOp::EntryStr(id, key, t) => match attr!(bag, *id, fetched) {
+                    Some(Value::StringMap(m)) => {
+                        refs.attribute(*id, true);
+                        let found = match m {
+                            StringMapRef::Borrowed(view) => view.get(key),
+                            StringMapRef::Shared(map) => map.get(&**key).map(String::as_str),
+                        };
+                        refs.map_key(*id, key, found.is_some());
+                        self.str_test(found.unwrap_or(""), t)?
+                    }
+                    other => return Err(Self::miss(refs, *id, ValueType::StringMap, other)),
+                },
+                BOp::AttrStr(id, t) => match attr!(bag, *id, fetched) {
+                    Some(Value::String(s)) => {
+                        refs.attribute(*id, true);
+                        self.str_test(s, t)?
+                    }
+                    other => return Err(Self::miss(refs, *id, ValueType::String, other)),
+                },
+                BOp::AttrEq(id, ty, c, ne) => self.attr_eq(bag, refs, *id, *ty, *c)? != *ne,
+                BOp::AttrBool(id) => match attr!(bag, *id, fetched) {
+                    Some(Value::Bool(b)) => {
+                        refs.attribute(*id, true);
+                        *b
+                    }
+                    other => return Err(Self::miss(refs, *id, ValueType::Bool, other)),
+                },
+                BOp::Sub(i) => match self.subs.get(*i as usize) {
+                    Some(sub) => sub.run_sub(bag, refs)?,
+                    None => return Err(internal("bad sub-program")),
+                },
+            };
+            at = if holds { node.then } else { node.otherwise };
         }
-        Ok(acc)
+        Ok(at == TRUE)
     }
 
     #[inline(never)]
@@ -473,7 +510,11 @@ impl Program {
         id: AttrId,
         ty: ValueType,
     ) -> Result<Option<Value<'s>>, EvalError> {
-        match bag.get(id) {
+        let v = match bag.get_stored(id) {
+            Some(found) => found.map(Value::reborrow),
+            None => fetch(bag, id),
+        };
+        match v {
             Some(v) => {
                 refs.attribute(id, true);
                 if v.value_type() != ty {
@@ -874,6 +915,27 @@ impl Program {
             }
         })
     }
+}
+
+/// Reads attribute `id`: in place where the bag stores its values ([`Bag::get_stored`]),
+/// else into `$fetched` (a `let` of the caller) from [`Bag::get`]. Gives `Option<&Value>`.
+macro_rules! attr {
+    ($bag:expr, $id:expr, $fetched:ident) => {
+        match $bag.get_stored($id) {
+            Some(found) => found,
+            None => {
+                $fetched = fetch($bag, $id);
+                $fetched.as_ref()
+            }
+        }
+    };
+}
+use attr;
+
+#[cold]
+#[inline(never)]
+fn fetch(bag: &dyn Bag, id: AttrId) -> Option<Value<'_>> {
+    bag.get(id)
 }
 
 /// Compiles a regular expression within the size limits.

@@ -152,36 +152,36 @@ impl VirtualPlatform {
     /// Answers an HTTP callout; its callback runs now, through the post queue. Returns false if
     /// the callout is unknown (answered, cancelled or timed out already).
     pub fn respond_http(&self, id: CalloutId, result: Result<HttpResponse, CalloutError>) -> bool {
-        self.answer(id, |p| match p {
-            Pending::Http(_, cb, timer) => Ok((Box::new(move || cb(result)) as Task, timer)),
-            other => Err(other),
+        self.answer(id, true, |p| match p {
+            Pending::Http(_, cb, timer) => Some((Box::new(move || cb(result)) as Task, timer)),
+            Pending::Grpc(..) => None,
         })
     }
 
     /// Answers a gRPC callout, as [`VirtualPlatform::respond_http`].
     pub fn respond_grpc(&self, id: CalloutId, result: Result<Bytes, CalloutError>) -> bool {
-        self.answer(id, |p| match p {
-            Pending::Grpc(_, cb, timer) => Ok((Box::new(move || cb(result)) as Task, timer)),
-            other => Err(other),
+        self.answer(id, false, |p| match p {
+            Pending::Grpc(_, cb, timer) => Some((Box::new(move || cb(result)) as Task, timer)),
+            Pending::Http(..) => None,
         })
     }
 
-    /// Takes callout `id` out, turns it into its completion (or gives it back when it is of the
-    /// other kind), cancels its timeout and runs the completion through the post queue.
-    fn answer(&self, id: CalloutId, complete: impl FnOnce(Pending) -> Result<(Task, TimerId), Pending>) -> bool {
-        let Some(pending) = self.state.lock().callouts.remove(&id.0) else { return false };
-        match complete(pending) {
-            Ok((task, timer)) => {
-                self.cancel_timer(timer);
-                self.post(task);
-                self.run_posted();
-                true
-            }
-            Err(other) => {
-                self.state.lock().callouts.insert(id.0, other);
-                false
-            }
-        }
+    /// Takes out callout `id` if it is of the wanted kind, turns it into its completion, cancels
+    /// its timeout and runs the completion through the post queue.
+    fn answer(&self, id: CalloutId, http: bool, complete: impl FnOnce(Pending) -> Option<(Task, TimerId)>) -> bool {
+        let pending = {
+            let mut s = self.state.lock();
+            let wanted = matches!(
+                (s.callouts.get(&id.0), http),
+                (Some(Pending::Http(..)), true) | (Some(Pending::Grpc(..)), false)
+            );
+            if wanted { s.callouts.remove(&id.0) } else { None }
+        };
+        let Some((task, timer)) = pending.and_then(complete) else { return false };
+        self.cancel_timer(timer);
+        self.post(task);
+        self.run_posted();
+        true
     }
 
     fn next_id(s: &mut State) -> u64 {

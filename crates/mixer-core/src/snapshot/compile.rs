@@ -410,7 +410,7 @@ pub fn compile(
             }
         };
         handler_index.insert(pi, handlers.len());
-        let dispatch = p.msg.dispatch.clone().unwrap_or_default();
+        let dispatch = p.msg.dispatch.unwrap_or_default();
         let timeout = dispatch
             .timeout
             .or_else(|| p.msg.connection.as_ref().and_then(|c| c.timeout))

@@ -68,7 +68,11 @@ pub fn ten_rules() -> Config {
 /// Bookinfo's deny-label rule: one denier rule keyed on two labels.
 pub fn one_rule() -> Config {
     Config {
-        handlers: vec![handler("denyreviewsv3", "denier", json!({"status": {"code": 7, "message": "Not allowed"}}))],
+        handlers: vec![handler(
+            "denyreviewsv3",
+            "denier",
+            json!({"status": {"code": 7, "message": "Not allowed"}}),
+        )],
         instances: vec![instance("nothing", "checknothing", json!({}))],
         rules: vec![config_builder::rule(
             "denyreviewsv3",
@@ -155,7 +159,9 @@ fn bench(c: &mut Criterion) {
 
     let (lp, p) = pipeline_for(&one_rule(), 10_000);
     let worker = p.worker(Arc::new(lp.clone()));
-    let CheckStart::Done(first) = worker.check(&bag, |_| {}) else { panic!("in process") };
+    let CheckStart::Done(first) = worker.check(&bag, |_| {}) else {
+        panic!("in process")
+    };
     assert!(!first.cache_hit);
     g.bench_function("cache_hit_1_rule", |b| {
         b.iter(|| match worker.check(black_box(&bag), |_| {}) {
@@ -195,7 +201,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             now += 1;
             let t = mixer_core::pal::MonoTime(now);
-            let d = cache.check("requestcount.instance.istio-system", black_box("reviews\u{1f}"), 1, t);
+            let d = cache.check(
+                "requestcount.instance.istio-system",
+                black_box("reviews\u{1f}"),
+                1,
+                t,
+            );
             if let Some(pf) = d.prefetch {
                 cache.on_response(
                     "requestcount.instance.istio-system",

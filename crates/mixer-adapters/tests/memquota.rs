@@ -63,8 +63,14 @@ fn bookinfo_params() -> serde_json::Value {
 
 fn setup(params: serde_json::Value) -> (VirtualPlatform, Pipeline) {
     let vt = VirtualPlatform::new();
-    let snap = compile(&config(params), &mixer_adapters::registry(), &vt.platform(), None, &CompileOptions::default())
-        .expect("compiles");
+    let snap = compile(
+        &config(params),
+        &mixer_adapters::registry(),
+        &vt.platform(),
+        None,
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
     (vt.clone(), Pipeline::new(snap, vt.platform()))
 }
 
@@ -72,21 +78,37 @@ fn request(app: &str, xff: Option<&str>) -> Attributes<'static> {
     let labels: StringMap = [("app".to_string(), app.to_string())].into_iter().collect();
     let mut bag = Attributes::new().with(wk::DESTINATION_LABELS, Value::string_map(labels));
     if let Some(ip) = xff {
-        let h: StringMap = [("x-forwarded-for".to_string(), ip.to_string())].into_iter().collect();
+        let h: StringMap = [("x-forwarded-for".to_string(), ip.to_string())]
+            .into_iter()
+            .collect();
         bag.set(wk::REQUEST_HEADERS, Value::string_map(h));
     }
     bag
 }
 
-fn charge(vt: &VirtualPlatform, p: &Pipeline, bag: &Attributes<'_>, args: QuotaArgs) -> QuotaResult {
-    let req = QuotaRequest { name: "requestcountquota".into(), args };
-    let results = p.worker(Arc::new(vt.clone())).quota(bag, &[req], |_| {}).expect("memquota answers in process");
+fn charge(
+    vt: &VirtualPlatform,
+    p: &Pipeline,
+    bag: &Attributes<'_>,
+    args: QuotaArgs,
+) -> QuotaResult {
+    let req = QuotaRequest {
+        name: "requestcountquota".into(),
+        args,
+    };
+    let results = p
+        .worker(Arc::new(vt.clone()))
+        .quota(bag, &[req], |_| {})
+        .expect("memquota answers in process");
     assert_eq!(results.len(), 1);
     results.into_iter().next().map(|(_, r)| r).unwrap()
 }
 
 fn one() -> QuotaArgs {
-    QuotaArgs { amount: 1, ..Default::default() }
+    QuotaArgs {
+        amount: 1,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -124,11 +146,35 @@ fn fixed_window_resets_at_the_boundary() {
     let (vt, p) = setup(window_params("FIXED_WINDOW"));
     let bag = request("a", None);
     vt.advance(Duration::from_millis(900));
-    let r = charge(&vt, &p, &bag, QuotaArgs { amount: 10, ..Default::default() });
-    assert_eq!((r.granted, r.valid_duration), (10, mixer_attr::Duration::from_millis(100)));
+    let r = charge(
+        &vt,
+        &p,
+        &bag,
+        QuotaArgs {
+            amount: 10,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        (r.granted, r.valid_duration),
+        (10, mixer_attr::Duration::from_millis(100))
+    );
     assert_eq!(charge(&vt, &p, &bag, one()).granted, 0);
     vt.advance(Duration::from_millis(100));
-    assert_eq!(charge(&vt, &p, &bag, QuotaArgs { amount: 10, ..Default::default() }).granted, 10, "new window");
+    assert_eq!(
+        charge(
+            &vt,
+            &p,
+            &bag,
+            QuotaArgs {
+                amount: 10,
+                ..Default::default()
+            }
+        )
+        .granted,
+        10,
+        "new window"
+    );
 }
 
 #[test]
@@ -136,11 +182,39 @@ fn rolling_window_releases_gradually() {
     let (vt, p) = setup(window_params("ROLLING_WINDOW"));
     let bag = request("a", None);
     vt.advance(Duration::from_millis(900));
-    assert_eq!(charge(&vt, &p, &bag, QuotaArgs { amount: 10, ..Default::default() }).granted, 10);
+    assert_eq!(
+        charge(
+            &vt,
+            &p,
+            &bag,
+            QuotaArgs {
+                amount: 10,
+                ..Default::default()
+            }
+        )
+        .granted,
+        10
+    );
     vt.advance(Duration::from_millis(100));
-    assert_eq!(charge(&vt, &p, &bag, one()).granted, 0, "still within the last second");
+    assert_eq!(
+        charge(&vt, &p, &bag, one()).granted,
+        0,
+        "still within the last second"
+    );
     vt.advance(Duration::from_millis(900));
-    assert_eq!(charge(&vt, &p, &bag, QuotaArgs { amount: 10, ..Default::default() }).granted, 10);
+    assert_eq!(
+        charge(
+            &vt,
+            &p,
+            &bag,
+            QuotaArgs {
+                amount: 10,
+                ..Default::default()
+            }
+        )
+        .granted,
+        10
+    );
 }
 
 #[test]
@@ -149,13 +223,73 @@ fn best_effort_and_deduplication() {
     params["minDeduplicationDuration"] = json!("1s");
     let (vt, p) = setup(params);
     let bag = request("a", None);
-    let r = charge(&vt, &p, &bag, QuotaArgs { amount: 8, best_effort: false, deduplication_id: "req-1".into() });
+    let r = charge(
+        &vt,
+        &p,
+        &bag,
+        QuotaArgs {
+            amount: 8,
+            best_effort: false,
+            deduplication_id: "req-1".into(),
+        },
+    );
     assert_eq!(r.granted, 8);
-    let again = charge(&vt, &p, &bag, QuotaArgs { amount: 8, best_effort: false, deduplication_id: "req-1".into() });
-    assert_eq!(again.granted, 8, "a retried request gets its first answer and is not charged twice");
-    assert_eq!(charge(&vt, &p, &bag, QuotaArgs { amount: 5, ..Default::default() }).granted, 0, "all or nothing");
-    assert_eq!(charge(&vt, &p, &bag, QuotaArgs { amount: 5, best_effort: true, ..Default::default() }).granted, 2);
-    assert_eq!(charge(&vt, &p, &bag, QuotaArgs { amount: 0, ..Default::default() }).status.code, Code::INVALID_ARGUMENT);
+    let again = charge(
+        &vt,
+        &p,
+        &bag,
+        QuotaArgs {
+            amount: 8,
+            best_effort: false,
+            deduplication_id: "req-1".into(),
+        },
+    );
+    assert_eq!(
+        again.granted, 8,
+        "a retried request gets its first answer and is not charged twice"
+    );
+    assert_eq!(
+        charge(
+            &vt,
+            &p,
+            &bag,
+            QuotaArgs {
+                amount: 5,
+                ..Default::default()
+            }
+        )
+        .granted,
+        0,
+        "all or nothing"
+    );
+    assert_eq!(
+        charge(
+            &vt,
+            &p,
+            &bag,
+            QuotaArgs {
+                amount: 5,
+                best_effort: true,
+                ..Default::default()
+            }
+        )
+        .granted,
+        2
+    );
+    assert_eq!(
+        charge(
+            &vt,
+            &p,
+            &bag,
+            QuotaArgs {
+                amount: 0,
+                ..Default::default()
+            }
+        )
+        .status
+        .code,
+        Code::INVALID_ARGUMENT
+    );
 }
 
 #[test]
@@ -173,7 +307,11 @@ fn four_threads_never_exceed_the_limit() {
                     let bag = request("a", None);
                     for i in 0..600 {
                         let amount = 1 + (i + t) % 3;
-                        let args = QuotaArgs { amount, best_effort: i % 2 == 0, ..Default::default() };
+                        let args = QuotaArgs {
+                            amount,
+                            best_effort: i % 2 == 0,
+                            ..Default::default()
+                        };
                         granted.fetch_add(charge(&vt, &p, &bag, args).granted, Ordering::Relaxed);
                     }
                 })
@@ -182,7 +320,11 @@ fn four_threads_never_exceed_the_limit() {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(granted.load(Ordering::Relaxed), 1000, "{algorithm}: exactly the limit, never more");
+        assert_eq!(
+            granted.load(Ordering::Relaxed),
+            1000,
+            "{algorithm}: exactly the limit, never more"
+        );
     }
 }
 
@@ -190,12 +332,31 @@ fn four_threads_never_exceed_the_limit() {
 fn bad_params_are_rejected() {
     let vt = VirtualPlatform::new();
     for (params, field) in [
-        (json!({"quotas": [{"name": "requestcountquota", "maxAmount": -1}]}), "params.quotas[0].maxAmount"),
-        (json!({"quotas": [{"name": "other", "maxAmount": 1}]}), "params.quotas"),
-        (json!({"quotas": [{"name": "requestcountquota", "maxAmount": 1, "validDuration": "x"}]}), "params.quotas[0].validDuration"),
-        (json!({"rateLimitAlgorithm": "LEAKY", "quotas": [{"name": "requestcountquota", "maxAmount": 1}]}), "params.rateLimitAlgorithm"),
+        (
+            json!({"quotas": [{"name": "requestcountquota", "maxAmount": -1}]}),
+            "params.quotas[0].maxAmount",
+        ),
+        (
+            json!({"quotas": [{"name": "other", "maxAmount": 1}]}),
+            "params.quotas",
+        ),
+        (
+            json!({"quotas": [{"name": "requestcountquota", "maxAmount": 1, "validDuration": "x"}]}),
+            "params.quotas[0].validDuration",
+        ),
+        (
+            json!({"rateLimitAlgorithm": "LEAKY", "quotas": [{"name": "requestcountquota", "maxAmount": 1}]}),
+            "params.rateLimitAlgorithm",
+        ),
     ] {
-        let err = compile(&config(params), &mixer_adapters::registry(), &vt.platform(), None, &CompileOptions::default()).unwrap_err();
+        let err = compile(
+            &config(params),
+            &mixer_adapters::registry(),
+            &vt.platform(),
+            None,
+            &CompileOptions::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.0[0].field, field, "{err}");
     }
 }
@@ -206,14 +367,20 @@ fn with_quota_spec(mut cfg: Config, services: Vec<v2::IstioService>) -> Config {
         namespace: "istio-system".into(),
         rules: vec![v2::QuotaRule {
             r#match: vec![],
-            quotas: vec![v2::Quota { quota: "requestcountquota".into(), charge: 1 }],
+            quotas: vec![v2::Quota {
+                quota: "requestcountquota".into(),
+                charge: 1,
+            }],
         }],
     }];
     cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
         name: "request-count".into(),
         namespace: "istio-system".into(),
         services,
-        quota_specs: vec![v2::QuotaSpecReference { name: "request-count".into(), namespace: "istio-system".into() }],
+        quota_specs: vec![v2::QuotaSpecReference {
+            name: "request-count".into(),
+            namespace: "istio-system".into(),
+        }],
     }];
     cfg
 }
@@ -223,14 +390,28 @@ fn check_charges_quota_specs_like_the_bookinfo_tutorial() {
     // productpage is bound to request-count (2 per 5s for productpage); details is not bound.
     let cfg = with_quota_spec(
         config(bookinfo_params()),
-        vec![v2::IstioService { name: "productpage".into(), namespace: "default".into(), ..Default::default() }],
+        vec![v2::IstioService {
+            name: "productpage".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }],
     );
     let vt = VirtualPlatform::new();
-    let snap = compile(&cfg, &mixer_adapters::registry(), &vt.platform(), None, &CompileOptions::default()).unwrap();
+    let snap = compile(
+        &cfg,
+        &mixer_adapters::registry(),
+        &vt.platform(),
+        None,
+        &CompileOptions::default(),
+    )
+    .unwrap();
     let p = Pipeline::new(snap, vt.platform());
     let to = |svc: &str| {
         request(svc, None)
-            .with(wk::DESTINATION_SERVICE_NAME, Value::String(svc.to_string().into()))
+            .with(
+                wk::DESTINATION_SERVICE_NAME,
+                Value::String(svc.to_string().into()),
+            )
             .with(wk::DESTINATION_SERVICE_NAMESPACE, Value::str("default"))
     };
     let check = |bag: &Attributes<'_>| match p.worker(Arc::new(vt.clone())).check(bag, |_| {}) {
@@ -240,11 +421,17 @@ fn check_charges_quota_specs_like_the_bookinfo_tutorial() {
     let a = check(&to("productpage"));
     assert!(a.is_allowed());
     assert_eq!(a.quotas.len(), 1);
-    assert_eq!((a.quotas[0].0.as_str(), a.quotas[0].1.granted), ("requestcountquota", 1));
+    assert_eq!(
+        (a.quotas[0].0.as_str(), a.quotas[0].1.granted),
+        ("requestcountquota", 1)
+    );
     assert!(check(&to("productpage")).is_allowed());
     let third = check(&to("productpage"));
     assert_eq!(third.status.code, Code::RESOURCE_EXHAUSTED);
-    assert_eq!(third.status.message, "Quota is exhausted for: requestcountquota");
+    assert_eq!(
+        third.status.message,
+        "Quota is exhausted for: requestcountquota"
+    );
     // Unbound services charge nothing.
     for _ in 0..10 {
         let d = check(&to("details"));

@@ -41,7 +41,11 @@ fn config(params: serde_json::Value) -> Config {
         rules: vec![v2::Rule {
             name: "authz".into(),
             namespace: "istio-system".into(),
-            actions: vec![v2::Action { handler: "rbac".into(), instances: vec!["authz".into()], name: String::new() }],
+            actions: vec![v2::Action {
+                handler: "rbac".into(),
+                instances: vec!["authz".into()],
+                name: String::new(),
+            }],
             ..Default::default()
         }],
         ..Default::default()
@@ -88,7 +92,11 @@ const BASE: Req = Req {
 };
 
 fn map(k: &str, v: &str) -> Value<'static> {
-    Value::string_map([(k.to_string(), v.to_string())].into_iter().collect::<StringMap>())
+    Value::string_map(
+        [(k.to_string(), v.to_string())]
+            .into_iter()
+            .collect::<StringMap>(),
+    )
 }
 
 fn decide(p: &Pipeline, vt: &VirtualPlatform, r: &Req) -> Code {
@@ -110,28 +118,131 @@ fn decide(p: &Pipeline, vt: &VirtualPlatform, r: &Req) -> Code {
 #[test]
 fn roles_and_bindings() {
     let vt = VirtualPlatform::new();
-    let snap = compile(&config(policy()), &mixer_adapters::registry(), &vt.platform(), None, &CompileOptions::default()).unwrap();
+    let snap = compile(
+        &config(policy()),
+        &mixer_adapters::registry(),
+        &vt.platform(),
+        None,
+        &CompileOptions::default(),
+    )
+    .unwrap();
     let p = Pipeline::new(snap, vt.platform());
     assert_eq!(decide(&p, &vt, &BASE), Code::OK);
-    assert_eq!(decide(&p, &vt, &Req { method: "POST", ..BASE }), Code::PERMISSION_DENIED, "method");
-    assert_eq!(decide(&p, &vt, &Req { path: "/ratings/1", ..BASE }), Code::PERMISSION_DENIED, "path");
-    assert_eq!(decide(&p, &vt, &Req { version: "v3", ..BASE }), Code::PERMISSION_DENIED, "constraint");
-    assert_eq!(decide(&p, &vt, &Req { host: "ratings.default", ..BASE }), Code::PERMISSION_DENIED, "service");
-    assert_eq!(decide(&p, &vt, &Req { principal: "someone", ..BASE }), Code::PERMISSION_DENIED, "subject");
-    assert_eq!(decide(&p, &vt, &Req { principal: "someone", namespace: "frontend", ..BASE }), Code::OK, "subject property");
-    assert_eq!(decide(&p, &vt, &Req { principal: "x", groups: "dev, admins", method: "DELETE", ..BASE }), Code::OK, "group");
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                method: "POST",
+                ..BASE
+            }
+        ),
+        Code::PERMISSION_DENIED,
+        "method"
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                path: "/ratings/1",
+                ..BASE
+            }
+        ),
+        Code::PERMISSION_DENIED,
+        "path"
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                version: "v3",
+                ..BASE
+            }
+        ),
+        Code::PERMISSION_DENIED,
+        "constraint"
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                host: "ratings.default",
+                ..BASE
+            }
+        ),
+        Code::PERMISSION_DENIED,
+        "service"
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                principal: "someone",
+                ..BASE
+            }
+        ),
+        Code::PERMISSION_DENIED,
+        "subject"
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                principal: "someone",
+                namespace: "frontend",
+                ..BASE
+            }
+        ),
+        Code::OK,
+        "subject property"
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &vt,
+            &Req {
+                principal: "x",
+                groups: "dev, admins",
+                method: "DELETE",
+                ..BASE
+            }
+        ),
+        Code::OK,
+        "group"
+    );
 }
 
 #[test]
 fn bad_policies_are_rejected() {
     let vt = VirtualPlatform::new();
     for (params, field) in [
-        (json!({"roles": [], "bindings": [{"role": "ghost", "subjects": [{"user": "u"}]}]}), "params.bindings[0].role"),
-        (json!({"roles": [{"name": "r"}], "bindings": [{"role": "r", "subjects": []}]}), "params.bindings[0].subjects"),
-        (json!({"roles": [{"name": "r"}, {"name": "r"}]}), "params.roles[1].name"),
+        (
+            json!({"roles": [], "bindings": [{"role": "ghost", "subjects": [{"user": "u"}]}]}),
+            "params.bindings[0].role",
+        ),
+        (
+            json!({"roles": [{"name": "r"}], "bindings": [{"role": "r", "subjects": []}]}),
+            "params.bindings[0].subjects",
+        ),
+        (
+            json!({"roles": [{"name": "r"}, {"name": "r"}]}),
+            "params.roles[1].name",
+        ),
         (json!({"roles": [{"name": "r", "rulez": []}]}), "params"),
     ] {
-        let err = compile(&config(params), &mixer_adapters::registry(), &vt.platform(), None, &CompileOptions::default()).unwrap_err();
+        let err = compile(
+            &config(params),
+            &mixer_adapters::registry(),
+            &vt.platform(),
+            None,
+            &CompileOptions::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.0[0].field, field, "{err}");
     }
 }

@@ -51,12 +51,16 @@ pub struct Attributes<'a> {
 impl<'a> Attributes<'a> {
     /// An empty bag.
     pub fn new() -> Self {
-        Attributes { entries: Vec::new() }
+        Attributes {
+            entries: Vec::new(),
+        }
     }
 
     /// An empty bag with room for `n` attributes.
     pub fn with_capacity(n: usize) -> Self {
-        Attributes { entries: Vec::with_capacity(n) }
+        Attributes {
+            entries: Vec::with_capacity(n),
+        }
     }
 
     /// Sets `id` to `value`, replacing any earlier value.
@@ -115,7 +119,13 @@ impl<'a> Attributes<'a> {
 
     /// A fully owned copy (to keep past the host's buffers, e.g. for a buffered report).
     pub fn into_owned(self) -> Attributes<'static> {
-        Attributes { entries: self.entries.into_iter().map(|(i, v)| (i, v.into_owned())).collect() }
+        Attributes {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(i, v)| (i, v.into_owned()))
+                .collect(),
+        }
     }
 
     /// An owned copy of any bag.
@@ -206,7 +216,10 @@ mod tests {
         assert_eq!(bag.get(wk::RESPONSE_CODE), Some(Value::Int64(404)));
         assert_eq!(bag.get(wk::REQUEST_PATH), Some(Value::str("/api")));
         assert_eq!(bag.get(wk::SOURCE_IP), None);
-        assert_eq!(bag.get_stored(wk::RESPONSE_CODE), Some(Some(&Value::Int64(404))));
+        assert_eq!(
+            bag.get_stored(wk::RESPONSE_CODE),
+            Some(Some(&Value::Int64(404)))
+        );
         assert_eq!(bag.get_stored(wk::SOURCE_IP), Some(None));
         assert_eq!(bag.remove(wk::REQUEST_PATH), Some(Value::str("/api")));
         assert_eq!(bag.get(wk::REQUEST_PATH), None);
@@ -223,14 +236,23 @@ mod tests {
         let both = LayeredBag::new(&upper, &lower);
         assert_eq!(both.get(wk::SOURCE_NAME), Some(Value::str("b")));
         assert_eq!(both.get(wk::SOURCE_NAMESPACE), Some(Value::str("ns")));
-        assert_eq!(both.get_stored(wk::SOURCE_NAME), Some(Some(&Value::str("b"))));
-        assert_eq!(both.get_stored(wk::SOURCE_NAMESPACE), Some(Some(&Value::str("ns"))));
+        assert_eq!(
+            both.get_stored(wk::SOURCE_NAME),
+            Some(Some(&Value::str("b")))
+        );
+        assert_eq!(
+            both.get_stored(wk::SOURCE_NAMESPACE),
+            Some(Some(&Value::str("ns")))
+        );
         assert_eq!(both.get_stored(wk::SOURCE_IP), Some(None));
         let mut seen = Vec::new();
         both.for_each(&mut |id, v| seen.push((id, v.to_string())));
         assert_eq!(
             seen,
-            vec![(wk::SOURCE_NAME, "b".to_string()), (wk::SOURCE_NAMESPACE, "ns".to_string())]
+            vec![
+                (wk::SOURCE_NAME, "b".to_string()),
+                (wk::SOURCE_NAMESPACE, "ns".to_string())
+            ]
         );
         assert_eq!(Attributes::copy_of(&both).len(), 2);
     }

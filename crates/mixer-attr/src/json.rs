@@ -17,7 +17,12 @@ use crate::vocabulary::Vocabulary;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonValueError {
     #[error("attribute `{name}`: expected {expected} as {shape}, got {got}")]
-    Mismatch { name: String, expected: ValueType, shape: &'static str, got: String },
+    Mismatch {
+        name: String,
+        expected: ValueType,
+        shape: &'static str,
+        got: String,
+    },
     #[error("unknown attribute `{0}` (not in the vocabulary; declare it in an attribute manifest)")]
     UnknownAttribute(String),
     #[error("attributes must be a JSON object, got {0}")]
@@ -47,14 +52,22 @@ fn short(j: &Json) -> String {
 }
 
 /// Parses `json` as a value of type `ty`; `name` is used in the error message.
-pub fn value_from_json(name: &str, ty: ValueType, json: &Json) -> Result<Value<'static>, JsonValueError> {
+pub fn value_from_json(
+    name: &str,
+    ty: ValueType,
+    json: &Json,
+) -> Result<Value<'static>, JsonValueError> {
     let mismatch = || JsonValueError::Mismatch {
         name: name.to_string(),
         expected: ty,
         shape: shape(ty),
         got: short(json),
     };
-    let string = || json.as_str().map(|s| Cow::Owned(s.to_string())).ok_or_else(mismatch);
+    let string = || {
+        json.as_str()
+            .map(|s| Cow::Owned(s.to_string()))
+            .ok_or_else(mismatch)
+    };
     Ok(match ty {
         ValueType::String => Value::String(string()?),
         ValueType::EmailAddress => Value::EmailAddress(string()?),
@@ -74,13 +87,19 @@ pub fn value_from_json(name: &str, ty: ValueType, json: &Json) -> Result<Value<'
         }),
         ValueType::Bool => Value::Bool(json.as_bool().ok_or_else(mismatch)?),
         ValueType::Timestamp => Value::Timestamp(
-            json.as_str().and_then(|s| Timestamp::parse_rfc3339(s).ok()).ok_or_else(mismatch)?,
+            json.as_str()
+                .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+                .ok_or_else(mismatch)?,
         ),
-        ValueType::Duration => {
-            Value::Duration(json.as_str().and_then(|s| Duration::parse(s).ok()).ok_or_else(mismatch)?)
-        }
+        ValueType::Duration => Value::Duration(
+            json.as_str()
+                .and_then(|s| Duration::parse(s).ok())
+                .ok_or_else(mismatch)?,
+        ),
         ValueType::IpAddress => Value::IpAddress(
-            json.as_str().and_then(|s| s.parse::<IpAddr>().ok()).ok_or_else(mismatch)?,
+            json.as_str()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                .ok_or_else(mismatch)?,
         ),
         ValueType::StringMap => {
             let obj = json.as_object().ok_or_else(mismatch)?;
@@ -100,18 +119,20 @@ pub fn value_to_json(v: &Value<'_>) -> Json {
             Json::String(s.to_string())
         }
         Value::Int64(i) => Json::from(*i),
-        Value::Double(d) => serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or_else(|| {
-            Json::String(
-                if d.is_nan() {
-                    "NaN"
-                } else if *d > 0.0 {
-                    "Infinity"
-                } else {
-                    "-Infinity"
-                }
-                .to_string(),
-            )
-        }),
+        Value::Double(d) => serde_json::Number::from_f64(*d)
+            .map(Json::Number)
+            .unwrap_or_else(|| {
+                Json::String(
+                    if d.is_nan() {
+                        "NaN"
+                    } else if *d > 0.0 {
+                        "Infinity"
+                    } else {
+                        "-Infinity"
+                    }
+                    .to_string(),
+                )
+            }),
         Value::Bool(b) => Json::Bool(*b),
         Value::Timestamp(t) => Json::String(t.to_string()),
         Value::Duration(d) => Json::String(d.to_string()),
@@ -128,12 +149,18 @@ pub fn value_to_json(v: &Value<'_>) -> Json {
 
 /// Builds a bag from a JSON object of `{attribute name: typed value}`; every name must be in
 /// `vocab`.
-pub fn attributes_from_json(vocab: &Vocabulary, json: &Json) -> Result<Attributes<'static>, JsonValueError> {
-    let obj = json.as_object().ok_or_else(|| JsonValueError::NotAnObject(short(json)))?;
+pub fn attributes_from_json(
+    vocab: &Vocabulary,
+    json: &Json,
+) -> Result<Attributes<'static>, JsonValueError> {
+    let obj = json
+        .as_object()
+        .ok_or_else(|| JsonValueError::NotAnObject(short(json)))?;
     let mut bag = Attributes::with_capacity(obj.len());
     for (name, v) in obj {
-        let (id, ty) =
-            vocab.lookup_typed(name).ok_or_else(|| JsonValueError::UnknownAttribute(name.clone()))?;
+        let (id, ty) = vocab
+            .lookup_typed(name)
+            .ok_or_else(|| JsonValueError::UnknownAttribute(name.clone()))?;
         bag.set(id, value_from_json(name, ty, v)?);
     }
     Ok(bag)
@@ -197,6 +224,9 @@ mod tests {
         assert_eq!(bag.get(wk::RESPONSE_CODE), Some(Value::Int64(200)));
         assert!(attributes_from_json(&vocab, &json!({"no.such": 1})).is_err());
         assert!(attributes_from_json(&vocab, &json!([1])).is_err());
-        assert_eq!(attributes_to_json(&vocab, &bag)["response.code"], json!(200));
+        assert_eq!(
+            attributes_to_json(&vocab, &bag)["response.code"],
+            json!(200)
+        );
     }
 }

@@ -21,6 +21,6 @@ pub use compressed::{
     global_word_index,
 };
 pub use referenced::{Presence, Reference, ReferenceRecorder, ReferencedAttributes};
-pub use time_values::{Duration, Timestamp, TimeParseError};
+pub use time_values::{Duration, TimeParseError, Timestamp};
 pub use value::{StringMap, StringMapRef, StringMapView, Value, ValueType, ValueTypeParseError};
-pub use vocabulary::{well_known, AttrId, Vocabulary, VocabularyError, ISTIO_ATTRIBUTES};
+pub use vocabulary::{AttrId, ISTIO_ATTRIBUTES, Vocabulary, VocabularyError, well_known};

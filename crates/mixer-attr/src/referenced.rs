@@ -43,7 +43,11 @@ pub struct Reference {
 impl Reference {
     /// The DESIGN section 9 text form: `x`, `-x`, `m[k]`, `-m[k]`.
     pub fn display(&self, vocab: &Vocabulary) -> String {
-        let sign = if self.presence == Presence::Absent { "-" } else { "" };
+        let sign = if self.presence == Presence::Absent {
+            "-"
+        } else {
+            ""
+        };
         match &self.map_key {
             Some(k) => format!("{sign}{}[{k}]", vocab.name(self.attr)),
             None => format!("{sign}{}", vocab.name(self.attr)),
@@ -125,7 +129,11 @@ impl ReferencedAttributes {
 }
 
 fn presence(present: bool) -> Presence {
-    if present { Presence::Exact } else { Presence::Absent }
+    if present {
+        Presence::Exact
+    } else {
+        Presence::Absent
+    }
 }
 
 impl ReferenceRecorder for ReferencedAttributes {
@@ -138,18 +146,31 @@ impl ReferenceRecorder for ReferencedAttributes {
                 self.seen[word] |= mask;
                 known
             }
-            None => self.refs.iter().any(|r| r.attr == id && r.map_key.is_none() && r.presence == presence),
+            None => self
+                .refs
+                .iter()
+                .any(|r| r.attr == id && r.map_key.is_none() && r.presence == presence),
         };
         if !known {
-            self.refs.push(Reference { attr: id, map_key: None, presence });
+            self.refs.push(Reference {
+                attr: id,
+                map_key: None,
+                presence,
+            });
         }
     }
     fn map_key(&mut self, id: AttrId, key: &str, present: bool) {
         let presence = presence(present);
-        if !self.refs.iter().any(|r| {
-            r.attr == id && r.map_key.as_deref() == Some(key) && r.presence == presence
-        }) {
-            self.refs.push(Reference { attr: id, map_key: Some(key.into()), presence });
+        if !self
+            .refs
+            .iter()
+            .any(|r| r.attr == id && r.map_key.as_deref() == Some(key) && r.presence == presence)
+        {
+            self.refs.push(Reference {
+                attr: id,
+                map_key: Some(key.into()),
+                presence,
+            });
         }
     }
 }
@@ -170,7 +191,12 @@ mod tests {
         r.map_key(wk::REQUEST_HEADERS, "x-b3", false);
         assert_eq!(
             r.to_strings(&vocab),
-            ["source.ip", "-destination.ip", "request.headers[user-agent]", "-request.headers[x-b3]"]
+            [
+                "source.ip",
+                "-destination.ip",
+                "request.headers[user-agent]",
+                "-request.headers[x-b3]"
+            ]
         );
         let mut other = ReferencedAttributes::new();
         other.attribute(wk::SOURCE_IP, true);

@@ -36,7 +36,10 @@ impl Timestamp {
     pub fn from_unix_nanos(nanos: i128) -> Timestamp {
         let secs = nanos.div_euclid(1_000_000_000);
         let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX });
-        Timestamp { secs, nanos: nanos.rem_euclid(1_000_000_000) as u32 }
+        Timestamp {
+            secs,
+            nanos: nanos.rem_euclid(1_000_000_000) as u32,
+        }
     }
 
     /// Seconds since the epoch.
@@ -122,12 +125,16 @@ impl Duration {
 
     /// From milliseconds (saturating).
     pub const fn from_millis(ms: i64) -> Duration {
-        Duration { nanos: ms.saturating_mul(1_000_000) }
+        Duration {
+            nanos: ms.saturating_mul(1_000_000),
+        }
     }
 
     /// From seconds (saturating).
     pub const fn from_secs(s: i64) -> Duration {
-        Duration { nanos: s.saturating_mul(1_000_000_000) }
+        Duration {
+            nanos: s.saturating_mul(1_000_000_000),
+        }
     }
 
     /// Nanoseconds.
@@ -137,12 +144,16 @@ impl Duration {
 
     /// As a `std::time::Duration`, or `None` when negative.
     pub fn to_std(self) -> Option<std::time::Duration> {
-        u64::try_from(self.nanos).ok().map(std::time::Duration::from_nanos)
+        u64::try_from(self.nanos)
+            .ok()
+            .map(std::time::Duration::from_nanos)
     }
 
     /// From a `std::time::Duration` (saturating).
     pub fn from_std(d: std::time::Duration) -> Duration {
-        Duration { nanos: i64::try_from(d.as_nanos()).unwrap_or(i64::MAX) }
+        Duration {
+            nanos: i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        }
     }
 
     /// Parses a protobuf-JSON duration (`1.5s`, `-0.001s`) or a Go duration (`1h2m3.5s`, `300ms`,
@@ -179,7 +190,10 @@ fn parse_duration(s: &str) -> Option<Duration> {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        let unit_len = after.bytes().take_while(|b| !b.is_ascii_digit() && *b != b'.').count();
+        let unit_len = after
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
         let (unit, after) = after.split_at(unit_len);
         let scale: i128 = match unit {
             "ns" => 1,
@@ -190,7 +204,11 @@ fn parse_duration(s: &str) -> Option<Duration> {
             "h" => 3_600_000_000_000,
             _ => return None,
         };
-        let whole: i128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+        let whole: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
         total = total.checked_add(whole.checked_mul(scale)?)?;
         if !frac_part.is_empty() {
             let digits = &frac_part[..frac_part.len().min(18)];

@@ -74,7 +74,9 @@ impl fmt::Display for ValueType {
 
 /// A type name that is not one of Mixer's value types.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown value type `{0}` (expected one of STRING, INT64, DOUBLE, BOOL, TIMESTAMP, IP_ADDRESS, EMAIL_ADDRESS, URI, DNS_NAME, DURATION, STRING_MAP)")]
+#[error(
+    "unknown value type `{0}` (expected one of STRING, INT64, DOUBLE, BOOL, TIMESTAMP, IP_ADDRESS, EMAIL_ADDRESS, URI, DNS_NAME, DURATION, STRING_MAP)"
+)]
 pub struct ValueTypeParseError(pub String);
 
 impl std::str::FromStr for ValueType {

@@ -53,11 +53,17 @@ pub struct AdapterError {
 impl AdapterError {
     /// An error about `field`.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        AdapterError { field: Some(field.into()), message: message.into() }
+        AdapterError {
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
     /// An error about the handler as a whole.
     pub fn new(message: impl Into<String>) -> Self {
-        AdapterError { field: None, message: message.into() }
+        AdapterError {
+            field: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -129,15 +135,29 @@ pub struct CheckResult {
 impl CheckResult {
     /// Allow, valid for `valid_duration` and `valid_use_count` uses.
     pub fn allow(valid_duration: Duration, valid_use_count: i32) -> Self {
-        CheckResult { status: Status::ok(), valid_duration, valid_use_count, ..Default::default() }
+        CheckResult {
+            status: Status::ok(),
+            valid_duration,
+            valid_use_count,
+            ..Default::default()
+        }
     }
     /// Deny with `status`.
     pub fn deny(status: Status, valid_duration: Duration, valid_use_count: i32) -> Self {
-        CheckResult { status, valid_duration, valid_use_count, ..Default::default() }
+        CheckResult {
+            status,
+            valid_duration,
+            valid_use_count,
+            ..Default::default()
+        }
     }
     /// The backend failed; `status` says why (UNAVAILABLE, DEADLINE_EXCEEDED, ...).
     pub fn failure(status: Status) -> Self {
-        CheckResult { status, backend_failure: true, ..Default::default() }
+        CheckResult {
+            status,
+            backend_failure: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -226,7 +246,11 @@ pub trait MutationHandler: Send + Sync {
 /// An attribute-producing adapter: adds attributes (bound as `$out.*`) before the transform.
 pub trait AttributeProducer: Send + Sync {
     /// Writes its outputs into `out`, keyed by the ids of the adapter's output vocabulary.
-    fn produce(&self, instance: &InstanceView<'_>, out: &mut Attributes<'static>) -> Result<(), Status>;
+    fn produce(
+        &self,
+        instance: &InstanceView<'_>,
+        out: &mut Attributes<'static>,
+    ) -> Result<(), Status>;
 }
 
 /// The adapters a build offers, by name.
@@ -239,7 +263,9 @@ impl fmt::Debug for AdapterRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.adapters.keys().collect();
         names.sort();
-        f.debug_struct("AdapterRegistry").field("adapters", &names).finish()
+        f.debug_struct("AdapterRegistry")
+            .field("adapters", &names)
+            .finish()
     }
 }
 

@@ -68,13 +68,34 @@ fn first(bag: &dyn Bag, vocab: &Vocabulary, names: &[&str]) -> Option<String> {
 
 impl AuditSubject {
     pub(crate) fn of(bag: &dyn Bag, vocab: &Vocabulary, time: Timestamp) -> AuditSubject {
-        let who = first(bag, vocab, &["source.principal", "source.user", "source.workload.name", "source.ip"])
-            .unwrap_or_else(|| "unknown".to_string());
-        let target = first(bag, vocab, &["destination.service.host", "destination.service.name", "destination.workload.name"])
-            .unwrap_or_else(|| "unknown".to_string());
+        let who = first(
+            bag,
+            vocab,
+            &[
+                "source.principal",
+                "source.user",
+                "source.workload.name",
+                "source.ip",
+            ],
+        )
+        .unwrap_or_else(|| "unknown".to_string());
+        let target = first(
+            bag,
+            vocab,
+            &[
+                "destination.service.host",
+                "destination.service.name",
+                "destination.workload.name",
+            ],
+        )
+        .unwrap_or_else(|| "unknown".to_string());
         let method = first(bag, vocab, &["request.method"]).unwrap_or_default();
         let path = first(bag, vocab, &["request.path"]).unwrap_or_default();
-        let what = [target, method, path].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+        let what = [target, method, path]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         AuditSubject { who, what, time }
     }
 

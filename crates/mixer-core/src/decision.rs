@@ -107,7 +107,13 @@ impl DecisionBuilder {
 
     /// Adds a failure (backend error, timeout, bad instance) under the handler's policy:
     /// fail-close denies with `code`; fail-open allows but keeps the answer from being cached.
-    pub fn add_failure(&mut self, code: Code, message: String, fail_open: bool, experimental: bool) {
+    pub fn add_failure(
+        &mut self,
+        code: Code,
+        message: String,
+        fail_open: bool,
+        experimental: bool,
+    ) {
         if fail_open {
             self.valid_duration = Duration::ZERO;
             self.valid_use_count = 0;
@@ -118,7 +124,13 @@ impl DecisionBuilder {
     }
 
     /// Adds the result of `handler` for `rule`, remembering who denied.
-    pub fn add_from(&mut self, result: &CheckResult, experimental: bool, rule: &Arc<str>, handler: &Arc<str>) {
+    pub fn add_from(
+        &mut self,
+        result: &CheckResult,
+        experimental: bool,
+        rule: &Arc<str>,
+        handler: &Arc<str>,
+    ) {
         if !result.status.is_ok() {
             self.denials.push(Denial {
                 rule: rule.clone(),
@@ -200,18 +212,42 @@ mod tests {
     fn any_deny_wins_and_shortest_validity() {
         let mut b = DecisionBuilder::new();
         b.add(&CheckResult::allow(Duration::from_secs(10), 100), false);
-        b.add(&CheckResult::deny(Status::new(Code::PERMISSION_DENIED, "no"), Duration::from_secs(5), 7), false);
-        b.add(&CheckResult::deny(Status::new(Code::UNAUTHENTICATED, "later"), Duration::from_secs(30), 3), false);
+        b.add(
+            &CheckResult::deny(
+                Status::new(Code::PERMISSION_DENIED, "no"),
+                Duration::from_secs(5),
+                7,
+            ),
+            false,
+        );
+        b.add(
+            &CheckResult::deny(
+                Status::new(Code::UNAUTHENTICATED, "later"),
+                Duration::from_secs(30),
+                3,
+            ),
+            false,
+        );
         let d = b.finish(ReferencedAttributes::new());
         assert_eq!(d.status, Status::new(Code::PERMISSION_DENIED, "no"));
-        assert_eq!((d.valid_duration, d.valid_use_count), (Duration::from_secs(5), 3));
+        assert_eq!(
+            (d.valid_duration, d.valid_use_count),
+            (Duration::from_secs(5), 3)
+        );
         assert!(!d.is_allowed());
     }
 
     #[test]
     fn experimental_denies_are_only_counted() {
         let mut b = DecisionBuilder::new();
-        b.add(&CheckResult::deny(Status::new(Code::PERMISSION_DENIED, "x"), Duration::from_secs(1), 1), true);
+        b.add(
+            &CheckResult::deny(
+                Status::new(Code::PERMISSION_DENIED, "x"),
+                Duration::from_secs(1),
+                1,
+            ),
+            true,
+        );
         b.add_failure(Code::UNAVAILABLE, "down".into(), false, true);
         let d = b.finish(ReferencedAttributes::new());
         assert!(d.is_allowed());

@@ -41,16 +41,22 @@ impl CompiledInstance {
     /// Whether `reference` names this instance: `name`, `name.namespace`,
     /// `name.instance.namespace` or `name.<template>.namespace` (Istio 1.0 kinds).
     pub fn is_named(&self, reference: &str) -> bool {
-        let Some(rest) = reference.strip_prefix(&*self.short_name) else { return false };
+        let Some(rest) = reference.strip_prefix(&*self.short_name) else {
+            return false;
+        };
         if rest.is_empty() {
             return true;
         }
-        let Some(rest) = rest.strip_prefix('.') else { return false };
+        let Some(rest) = rest.strip_prefix('.') else {
+            return false;
+        };
         if rest == &*self.namespace {
             return true;
         }
         match rest.split_once('.') {
-            Some((kind, ns)) => ns == &*self.namespace && (kind == "instance" || kind == self.template.name),
+            Some((kind, ns)) => {
+                ns == &*self.namespace && (kind == "instance" || kind == self.template.name)
+            }
             None => false,
         }
     }
@@ -63,9 +69,15 @@ impl CompiledInstance {
 
     /// Positions and map keys of every field under the map field `prefix` (`dimensions` gives
     /// `(i, "response_code")` for `dimensions.response_code`).
-    pub fn map_fields<'s>(&'s self, prefix: &'s str) -> impl Iterator<Item = (usize, &'s str)> + 's {
+    pub fn map_fields<'s>(
+        &'s self,
+        prefix: &'s str,
+    ) -> impl Iterator<Item = (usize, &'s str)> + 's {
         self.fields.iter().enumerate().filter_map(move |(i, f)| {
-            f.path.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')).map(|k| (i, k))
+            f.path
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+                .map(|k| (i, k))
         })
     }
 
@@ -105,7 +117,9 @@ impl<'a> InstanceView<'a> {
     /// The value of the field at `path` (a linear search by name; adapters on the hot path use
     /// positions resolved at build time).
     pub fn get(&self, path: &str) -> Option<&'a Value<'a>> {
-        self.instance.position(path).and_then(|i| self.values.get(i))
+        self.instance
+            .position(path)
+            .and_then(|i| self.values.get(i))
     }
 
     /// The value at a position resolved with [`CompiledInstance::position`].
@@ -124,6 +138,8 @@ impl<'a> InstanceView<'a> {
         'a: 'p,
     {
         let values = self.values;
-        self.instance.map_fields(prefix).filter_map(move |(i, k)| values.get(i).map(|v| (k, v)))
+        self.instance
+            .map_fields(prefix)
+            .filter_map(move |(i, k)| values.get(i).map(|v| (k, v)))
     }
 }

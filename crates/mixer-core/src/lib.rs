@@ -24,7 +24,8 @@ pub mod template;
 pub use adapter::{Adapter, AdapterRegistry, CheckResult, Handler};
 pub use decision::{Decision, DirectResponse};
 pub use pipeline::{
-    CheckAnswer, CheckHandle, CheckStart, Pipeline, PipelineOptions, QuotaRequest, ReportSummary, Worker,
+    CheckAnswer, CheckHandle, CheckStart, Pipeline, PipelineOptions, QuotaRequest, ReportSummary,
+    Worker,
 };
-pub use snapshot::{compile, CompileOptions, Config, ConfigError, ConfigErrors, Snapshot};
+pub use snapshot::{CompileOptions, Config, ConfigError, ConfigErrors, Snapshot, compile};
 pub use status::{Code, Status};

@@ -33,7 +33,12 @@ pub struct Completer<T> {
 /// A connected pair.
 pub fn pending<T: Send + 'static>() -> (Completer<T>, PendingResult<T>) {
     let slot = Arc::new(Mutex::new(Slot::Empty));
-    (Completer { slot: Some(slot.clone()) }, PendingResult { slot })
+    (
+        Completer {
+            slot: Some(slot.clone()),
+        },
+        PendingResult { slot },
+    )
 }
 
 fn deliver<T>(slot: &Mutex<Slot<T>>, value: Result<T, Abandoned>) {

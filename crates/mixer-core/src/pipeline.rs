@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use mixer_attr::{Attributes, Bag, ReferenceRecorder, ReferencedAttributes, Value};
 use parking_lot::Mutex;
 
-use crate::adapter::{CheckResult, HeaderChange, MutationMessage, QuotaArgs, QuotaResult, RequestContext};
+use crate::adapter::{
+    CheckResult, HeaderChange, MutationMessage, QuotaArgs, QuotaResult, RequestContext,
+};
 use crate::audit::{AuditSink, AuditSubject};
 use crate::cache::quota::{PrefetchOutcome, QuotaCache, QuotaCacheConfig};
 use crate::cache::{CheckCache, CheckCacheConfig, PreparedKey};
@@ -81,7 +83,9 @@ pub struct Pipeline {
 
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pipeline").field("rules", &self.snapshot().rules.len()).finish()
+        f.debug_struct("Pipeline")
+            .field("rules", &self.snapshot().rules.len())
+            .finish()
     }
 }
 
@@ -92,7 +96,11 @@ impl Pipeline {
     }
 
     /// A pipeline serving `snapshot`.
-    pub fn with_options(snapshot: Snapshot, platform: Platform, options: PipelineOptions) -> Pipeline {
+    pub fn with_options(
+        snapshot: Snapshot,
+        platform: Platform,
+        options: PipelineOptions,
+    ) -> Pipeline {
         Pipeline {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(snapshot),
@@ -118,7 +126,11 @@ impl Pipeline {
 
     /// A uniformly distributed number in [0, 1) (SplitMix64; lock-free).
     fn random_fraction(&self) -> f64 {
-        let mut z = self.shared.random.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self
+            .shared
+            .random
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
@@ -156,7 +168,10 @@ impl Pipeline {
         // the old snapshot then deliver inline to them (see `dispatch`). Handlers the new
         // snapshot does not keep are retired and flushed.
         for h in &old.handlers {
-            let kept = next.handlers.iter().any(|n| Arc::ptr_eq(&n.handler, &h.handler));
+            let kept = next
+                .handlers
+                .iter()
+                .any(|n| Arc::ptr_eq(&n.handler, &h.handler));
             h.report_dispatch.flush(true, !kept);
             if !kept {
                 h.handler.flush();
@@ -177,7 +192,10 @@ impl Pipeline {
 
     /// A handle for one worker thread.
     pub fn worker(&self, dispatcher: Arc<dyn Dispatcher>) -> Worker {
-        Worker { pipeline: self.clone(), dispatcher }
+        Worker {
+            pipeline: self.clone(),
+            dispatcher,
+        }
     }
 }
 
@@ -247,25 +265,48 @@ impl Settle {
     fn settle(&self, outcome: Outcome) {
         let stats = &self.pipeline.shared.stats;
         let mut j = self.join.lock();
-        let Some(h) = j.outstanding.get_mut(self.k).and_then(Option::take) else { return };
+        let Some(h) = j.outstanding.get_mut(self.k).and_then(Option::take) else {
+            return;
+        };
         if let (Some(t), Outcome::Answered(_)) = (h.timer, &outcome) {
             self.dispatcher.cancel_timer(t);
         }
         match outcome {
             Outcome::Answered(Ok(r)) if r.backend_failure => {
                 PipelineStats::inc(&stats.handler_failures);
-                j.builder.add_failure_from(r.status.code, r.status.message, h.fail_open, h.experimental, &h.rule, &h.name);
+                j.builder.add_failure_from(
+                    r.status.code,
+                    r.status.message,
+                    h.fail_open,
+                    h.experimental,
+                    &h.rule,
+                    &h.name,
+                );
             }
             Outcome::Answered(Ok(r)) => j.builder.add_from(&r, h.experimental, &h.rule, &h.name),
             Outcome::Answered(Err(Abandoned)) => {
                 PipelineStats::inc(&stats.handler_failures);
                 let message = format!("handler `{}` did not answer", h.name);
-                j.builder.add_failure_from(Code::UNAVAILABLE, message, h.fail_open, h.experimental, &h.rule, &h.name);
+                j.builder.add_failure_from(
+                    Code::UNAVAILABLE,
+                    message,
+                    h.fail_open,
+                    h.experimental,
+                    &h.rule,
+                    &h.name,
+                );
             }
             Outcome::TimedOut => {
                 PipelineStats::inc(&stats.handler_failures);
                 let message = format!("handler `{}` timed out", h.name);
-                j.builder.add_failure_from(Code::DEADLINE_EXCEEDED, message, h.fail_open, h.experimental, &h.rule, &h.name);
+                j.builder.add_failure_from(
+                    Code::DEADLINE_EXCEEDED,
+                    message,
+                    h.fail_open,
+                    h.experimental,
+                    &h.rule,
+                    &h.name,
+                );
             }
         }
         j.remaining -= 1;
@@ -279,7 +320,9 @@ impl Settle {
         let d = Arc::new(builder.finish(refs));
         let shared = &self.pipeline.shared;
         if let Some(key) = cache_key {
-            shared.check_cache.insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
+            shared
+                .check_cache
+                .insert_prepared(key, d.clone(), shared.platform.clock.monotonic());
         }
         let join = self.join.clone();
         let pipeline = self.pipeline.clone();
@@ -292,7 +335,10 @@ impl Settle {
                 if !d.is_allowed() {
                     PipelineStats::inc(&pipeline.shared.stats.checks_denied);
                 }
-                cb(CheckAnswer { decision: d, cache_hit: false });
+                cb(CheckAnswer {
+                    decision: d,
+                    cache_hit: false,
+                });
             }
         }));
     }
@@ -358,20 +404,34 @@ struct QuotaStage {
 
 /// Adds quota results to a precondition answer: a quota granted less than charged denies with
 /// RESOURCE_EXHAUSTED. A quota no handler serves is granted in full (as Mixer did).
-fn with_quotas(pre: CheckAnswer, requests: &[QuotaRequest], results: Vec<(String, QuotaResult)>) -> CheckAnswer {
+fn with_quotas(
+    pre: CheckAnswer,
+    requests: &[QuotaRequest],
+    results: Vec<(String, QuotaResult)>,
+) -> CheckAnswer {
     let mut d = Decision::clone(&pre.decision);
     for req in requests {
-        let result = results.iter().find(|(n, _)| *n == req.name).map(|(_, r)| r.clone()).unwrap_or(QuotaResult {
-            status: Status::ok(),
-            granted: req.args.amount,
-            valid_duration: mixer_attr::Duration::ZERO,
-        });
+        let result = results
+            .iter()
+            .find(|(n, _)| *n == req.name)
+            .map(|(_, r)| r.clone())
+            .unwrap_or(QuotaResult {
+                status: Status::ok(),
+                granted: req.args.amount,
+                valid_duration: mixer_attr::Duration::ZERO,
+            });
         if result.granted < req.args.amount && d.status.is_ok() {
-            d.status = Status::new(Code::RESOURCE_EXHAUSTED, format!("Quota is exhausted for: {}", req.name));
+            d.status = Status::new(
+                Code::RESOURCE_EXHAUSTED,
+                format!("Quota is exhausted for: {}", req.name),
+            );
         }
         d.quotas.push((req.name.clone(), result));
     }
-    CheckAnswer { decision: Arc::new(d), cache_hit: pre.cache_hit }
+    CheckAnswer {
+        decision: Arc::new(d),
+        cache_hit: pre.cache_hit,
+    }
 }
 
 /// A quota to charge in [`Worker::quota`].
@@ -431,7 +491,13 @@ impl Drop for Candidates {
 }
 
 /// Whether `rule` applies to the request in `bag`.
-fn rule_matches(snapshot: &Snapshot, rule: &CompiledRule, bag: &dyn Bag, refs: &mut impl ReferenceRecorder, stats: &PipelineStats) -> bool {
+fn rule_matches(
+    snapshot: &Snapshot,
+    rule: &CompiledRule,
+    bag: &dyn Bag,
+    refs: &mut impl ReferenceRecorder,
+    stats: &PipelineStats,
+) -> bool {
     if let (Some(scope), Some(id)) = (&rule.namespace_scope, snapshot.destination_namespace) {
         let v = bag.get(id);
         refs.attribute(id, v.is_some());
@@ -451,7 +517,12 @@ fn rule_matches(snapshot: &Snapshot, rule: &CompiledRule, bag: &dyn Bag, refs: &
     }
 }
 
-fn header_ops(ops: &[CompiledHeaderOp], bag: &dyn Bag, refs: &mut impl ReferenceRecorder, out: &mut dyn FnMut(HeaderChange)) {
+fn header_ops(
+    ops: &[CompiledHeaderOp],
+    bag: &dyn Bag,
+    refs: &mut impl ReferenceRecorder,
+    out: &mut dyn FnMut(HeaderChange),
+) {
     for op in ops {
         let name = op.name.to_string();
         match op.kind {
@@ -484,7 +555,11 @@ impl Worker {
 
     /// Runs the precondition check for the request in `bag`, then charges the quotas that the
     /// config's QuotaSpecs bind to it (only when the precondition allowed).
-    pub fn check(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+    pub fn check(
+        &self,
+        bag: &dyn Bag,
+        on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
+    ) -> CheckStart {
         // Denials are counted where answers are delivered: here for inline answers, and by the
         // completion paths (`Settle`, `finish_quota`) for the others.
         let started = self.check_audited(bag, on_complete);
@@ -496,7 +571,11 @@ impl Worker {
         started
     }
 
-    fn check_audited(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
+    fn check_audited(
+        &self,
+        bag: &dyn Bag,
+        on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
+    ) -> CheckStart {
         // A plain load (no reference count traffic) on the common, unaudited path.
         if self.pipeline.shared.audit.load().is_none() {
             return self.check_unaudited(bag, on_complete);
@@ -505,7 +584,11 @@ impl Worker {
             return self.check_unaudited(bag, on_complete);
         };
         let sink: Arc<dyn AuditSink> = Arc::clone(&sink);
-        let subject = AuditSubject::of(bag, &self.pipeline.shared.current.load().vocabulary, self.pipeline.shared.platform.clock.wall());
+        let subject = AuditSubject::of(
+            bag,
+            &self.pipeline.shared.current.load().vocabulary,
+            self.pipeline.shared.platform.clock.wall(),
+        );
         let later = (subject.clone(), sink.clone());
         let started = self.check_unaudited(bag, move |a: CheckAnswer| {
             later.0.emit(&later.1, &a.decision, a.cache_hit);
@@ -517,8 +600,18 @@ impl Worker {
         started
     }
 
-    fn check_unaudited(&self, bag: &dyn Bag, on_complete: impl FnOnce(CheckAnswer) + Send + 'static) -> CheckStart {
-        let requests = self.pipeline.shared.current.load().quota_specs.requests(bag);
+    fn check_unaudited(
+        &self,
+        bag: &dyn Bag,
+        on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
+    ) -> CheckStart {
+        let requests = self
+            .pipeline
+            .shared
+            .current
+            .load()
+            .quota_specs
+            .requests(bag);
         if requests.is_empty() {
             return self.precondition(bag, Box::new(on_complete));
         }
@@ -551,19 +644,28 @@ impl Worker {
                     Some(results) => CheckStart::Done(with_quotas(pre, &requests, results)),
                     None => {
                         stage.lock().precondition = Some(pre);
-                        CheckStart::Pending(CheckHandle { inner: HandleInner::WithQuota(stage, None) })
+                        CheckStart::Pending(CheckHandle {
+                            inner: HandleInner::WithQuota(stage, None),
+                        })
                     }
                 }
             }
             CheckStart::Pending(h) => {
                 stage.lock().bag = Some(Attributes::copy_of(bag));
-                CheckStart::Pending(CheckHandle { inner: HandleInner::WithQuota(stage, Some(Box::new(h))) })
+                CheckStart::Pending(CheckHandle {
+                    inner: HandleInner::WithQuota(stage, Some(Box::new(h))),
+                })
             }
         }
     }
 
     /// The quota step after an asynchronous precondition (on the worker thread).
-    fn quota_stage(&self, stage: &Arc<Mutex<QuotaStage>>, pre: CheckAnswer, bag: &Attributes<'static>) {
+    fn quota_stage(
+        &self,
+        stage: &Arc<Mutex<QuotaStage>>,
+        pre: CheckAnswer,
+        bag: &Attributes<'static>,
+    ) {
         let requests = {
             let mut s = stage.lock();
             if s.cancelled {
@@ -591,7 +693,9 @@ impl Worker {
         if s.cancelled {
             return;
         }
-        let (Some(cb), Some(pre)) = (s.callback.take(), s.precondition.take()) else { return };
+        let (Some(cb), Some(pre)) = (s.callback.take(), s.precondition.take()) else {
+            return;
+        };
         let requests = std::mem::take(&mut s.requests);
         let pipeline = s.pipeline.clone();
         drop(s);
@@ -609,10 +713,15 @@ impl Worker {
         PipelineStats::inc(&stats.checks);
         let now = shared.platform.clock.monotonic();
         if let Some(decision) = shared.check_cache.lookup(bag, now) {
-            return CheckStart::Done(CheckAnswer { decision, cache_hit: true });
+            return CheckStart::Done(CheckAnswer {
+                decision,
+                cache_hit: true,
+            });
         }
         let snapshot = shared.current.load();
-        let ctx = RequestContext { dispatcher: &self.dispatcher };
+        let ctx = RequestContext {
+            dispatcher: &self.dispatcher,
+        };
         let mut refs = ReferencedAttributes::new();
         let mut builder = DecisionBuilder::new();
         let mut pending = Vec::new();
@@ -646,24 +755,45 @@ impl Worker {
                     let (done, p) = crate::pending::pending();
                     self.dispatcher.schedule(
                         delay,
-                        Box::new(move || done.complete(CheckResult::allow(mixer_attr::Duration::ZERO, 0))),
+                        Box::new(move || {
+                            done.complete(CheckResult::allow(mixer_attr::Duration::ZERO, 0))
+                        }),
                     );
                     let timeout = delay + std::time::Duration::from_secs(1);
-                    pending.push((p, false, rule.experimental, injector, timeout, rule.name.clone()));
+                    pending.push((
+                        p,
+                        false,
+                        rule.experimental,
+                        injector,
+                        timeout,
+                        rule.name.clone(),
+                    ));
                 }
             }
             for action in &rule.check_actions {
                 let entry = &snapshot.handlers[action.handler];
                 let fail_open = entry.failure_policy == FailurePolicy::FailOpen;
-                let Some(handler) = entry.handler.as_check() else { continue };
+                let Some(handler) = entry.handler.as_check() else {
+                    continue;
+                };
                 for &i in &action.instances {
                     let instance: &CompiledInstance = &snapshot.instances[i];
                     if let Err(e) = instance.evaluate(bag, &mut refs, &mut values) {
                         PipelineStats::inc(&stats.instance_errors);
-                        builder.add_failure_from(Code::INTERNAL, e.to_string(), fail_open, rule.experimental, &rule.name, &entry.name);
+                        builder.add_failure_from(
+                            Code::INTERNAL,
+                            e.to_string(),
+                            fail_open,
+                            rule.experimental,
+                            &rule.name,
+                            &entry.name,
+                        );
                         continue;
                     }
-                    let view = InstanceView { instance, values: &values };
+                    let view = InstanceView {
+                        instance,
+                        values: &values,
+                    };
                     let mut poll = handler.check(&view, &ctx);
                     if let Some(policy) = entry.retry {
                         let retry = match &poll {
@@ -686,22 +816,43 @@ impl Worker {
                     match poll {
                         Poll::Ready(r) if r.backend_failure => {
                             PipelineStats::inc(&stats.handler_failures);
-                            builder.add_failure_from(r.status.code, r.status.message, fail_open, rule.experimental, &rule.name, &entry.name);
+                            builder.add_failure_from(
+                                r.status.code,
+                                r.status.message,
+                                fail_open,
+                                rule.experimental,
+                                &rule.name,
+                                &entry.name,
+                            );
                         }
-                        Poll::Ready(r) => builder.add_from(&r, rule.experimental, &rule.name, &entry.name),
-                        Poll::Pending(p) => {
-                            pending.push((p, fail_open, rule.experimental, entry.name.clone(), entry.timeout, rule.name.clone()))
+                        Poll::Ready(r) => {
+                            builder.add_from(&r, rule.experimental, &rule.name, &entry.name)
                         }
+                        Poll::Pending(p) => pending.push((
+                            p,
+                            fail_open,
+                            rule.experimental,
+                            entry.name.clone(),
+                            entry.timeout,
+                            rule.name.clone(),
+                        )),
                     }
                 }
             }
-            header_ops(&rule.request_header_ops, bag, &mut refs, &mut |c| builder.request_op(c));
-            header_ops(&rule.response_header_ops, bag, &mut refs, &mut |c| builder.response_op(c));
+            header_ops(&rule.request_header_ops, bag, &mut refs, &mut |c| {
+                builder.request_op(c)
+            });
+            header_ops(&rule.response_header_ops, bag, &mut refs, &mut |c| {
+                builder.response_op(c)
+            });
         }
         if pending.is_empty() {
             let d = Arc::new(builder.finish(refs));
             shared.check_cache.insert(d.clone(), bag, now);
-            return CheckStart::Done(CheckAnswer { decision: d, cache_hit: false });
+            return CheckStart::Done(CheckAnswer {
+                decision: d,
+                cache_hit: false,
+            });
         }
         PipelineStats::inc(&stats.checks_pending);
         let cache_key = shared.check_cache.prepare(&refs, bag);
@@ -727,15 +878,25 @@ impl Worker {
             outstanding,
         }));
         for (k, (p, _, _, _, timeout, _)) in pending.into_iter().enumerate() {
-            let settle = Settle { join: join.clone(), dispatcher: self.dispatcher.clone(), pipeline: self.pipeline.clone(), k };
+            let settle = Settle {
+                join: join.clone(),
+                dispatcher: self.dispatcher.clone(),
+                pipeline: self.pipeline.clone(),
+                k,
+            };
             let on_timeout = settle.clone();
-            let timer = self.dispatcher.schedule(timeout, Box::new(move || on_timeout.settle(Outcome::TimedOut)));
+            let timer = self.dispatcher.schedule(
+                timeout,
+                Box::new(move || on_timeout.settle(Outcome::TimedOut)),
+            );
             if let Some(Some(o)) = join.lock().outstanding.get_mut(k) {
                 o.timer = Some(timer);
             }
             p.on_complete(move |r| settle.settle(Outcome::Answered(r)));
         }
-        CheckStart::Pending(CheckHandle { inner: HandleInner::Precondition(join) })
+        CheckStart::Pending(CheckHandle {
+            inner: HandleInner::Precondition(join),
+        })
     }
 
     /// Charges the quotas in `requests` against every matching rule's quota handler whose
@@ -749,27 +910,40 @@ impl Worker {
     ) -> Option<Vec<(String, QuotaResult)>> {
         let snapshot = self.pipeline.shared.current.load();
         let stats = &self.pipeline.shared.stats;
-        let ctx = RequestContext { dispatcher: &self.dispatcher };
+        let ctx = RequestContext {
+            dispatcher: &self.dispatcher,
+        };
         let mut values = Vec::new();
         let mut ready = Vec::new();
         let mut pending = Vec::new();
         let candidates = Candidates::of(&snapshot, bag, &mut ());
         for rule in candidates.rules(&snapshot) {
-            if rule.quota_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
+            if rule.quota_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats)
+            {
                 continue;
             }
             for action in &rule.quota_actions {
-                let Some(handler) = snapshot.handlers[action.handler].handler.as_quota() else { continue };
+                let Some(handler) = snapshot.handlers[action.handler].handler.as_quota() else {
+                    continue;
+                };
                 for &i in &action.instances {
                     let instance: &CompiledInstance = &snapshot.instances[i];
-                    let Some(req) = requests.iter().find(|r| instance.is_named(&r.name)) else { continue };
+                    let Some(req) = requests.iter().find(|r| instance.is_named(&r.name)) else {
+                        continue;
+                    };
                     if instance.evaluate(bag, &mut (), &mut values).is_err() {
                         PipelineStats::inc(&stats.instance_errors);
                         continue;
                     }
-                    let view = InstanceView { instance, values: &values };
+                    let view = InstanceView {
+                        instance,
+                        values: &values,
+                    };
                     if handler.prefetch() {
-                        ready.push((req.name.clone(), self.quota_from_cache(&view, handler, &req.args, &ctx)));
+                        ready.push((
+                            req.name.clone(),
+                            self.quota_from_cache(&view, handler, &req.args, &ctx),
+                        ));
                         continue;
                     }
                     match handler.allocate(&view, &req.args, &ctx) {
@@ -788,7 +962,11 @@ impl Worker {
             let dispatcher = self.dispatcher.clone();
             p.on_complete(move |r| {
                 // Fail open: a backend that does not answer grants the request.
-                let r = r.unwrap_or(QuotaResult { status: Status::ok(), granted: amount, valid_duration: mixer_attr::Duration::ZERO });
+                let r = r.unwrap_or(QuotaResult {
+                    status: Status::ok(),
+                    granted: amount,
+                    valid_duration: mixer_attr::Duration::ZERO,
+                });
                 let mut s = state.lock();
                 s.0.push((name, r));
                 s.1 -= 1;
@@ -832,27 +1010,50 @@ impl Worker {
                 use std::fmt::Write as _;
                 let _ = write!(key, "{v}\u{1f}");
             }
-            let prefetch_args = QuotaArgs { amount: pf.amount, best_effort: true, deduplication_id: String::new() };
+            let prefetch_args = QuotaArgs {
+                amount: pf.amount,
+                best_effort: true,
+                deduplication_id: String::new(),
+            };
             let outcome = |r: Result<QuotaResult, Abandoned>| match r {
-                Ok(r) if r.status.is_ok() || r.status.code == Code::RESOURCE_EXHAUSTED => PrefetchOutcome::Granted {
-                    amount: r.granted,
-                    valid_for: r.valid_duration.to_std().unwrap_or_default(),
-                },
+                Ok(r) if r.status.is_ok() || r.status.code == Code::RESOURCE_EXHAUSTED => {
+                    PrefetchOutcome::Granted {
+                        amount: r.granted,
+                        valid_for: r.valid_duration.to_std().unwrap_or_default(),
+                    }
+                }
                 _ => PrefetchOutcome::Failed,
             };
             match handler.allocate(view, &prefetch_args, ctx) {
-                Poll::Ready(r) => shared.quota_cache.on_response(quota, &key, pf.id, outcome(Ok(r)), now),
+                Poll::Ready(r) => {
+                    shared
+                        .quota_cache
+                        .on_response(quota, &key, pf.id, outcome(Ok(r)), now)
+                }
                 Poll::Pending(p) => {
-                    let (cache, clock, quota) = (shared.quota_cache.clone(), shared.platform.clock.clone(), quota.to_string());
-                    p.on_complete(move |r| cache.on_response(&quota, &key, pf.id, outcome(r), clock.monotonic()));
+                    let (cache, clock, quota) = (
+                        shared.quota_cache.clone(),
+                        shared.platform.clock.clone(),
+                        quota.to_string(),
+                    );
+                    p.on_complete(move |r| {
+                        cache.on_response(&quota, &key, pf.id, outcome(r), clock.monotonic())
+                    });
                 }
             }
         }
         if decision.granted {
-            QuotaResult { status: Status::ok(), granted: args.amount, valid_duration: mixer_attr::Duration::ZERO }
+            QuotaResult {
+                status: Status::ok(),
+                granted: args.amount,
+                valid_duration: mixer_attr::Duration::ZERO,
+            }
         } else {
             QuotaResult {
-                status: Status::new(Code::RESOURCE_EXHAUSTED, format!("quota is exhausted for {quota}")),
+                status: Status::new(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!("quota is exhausted for {quota}"),
+                ),
                 granted: 0,
                 valid_duration: mixer_attr::Duration::ZERO,
             }
@@ -869,12 +1070,15 @@ impl Worker {
         let mut values: Vec<Vec<Value<'_>>> = Vec::new();
         let candidates = Candidates::of(&snapshot, bag, &mut ());
         for rule in candidates.rules(&snapshot) {
-            if rule.report_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
+            if rule.report_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats)
+            {
                 continue;
             }
             for action in &rule.report_actions {
                 let entry = &snapshot.handlers[action.handler];
-                let Some(handler) = entry.handler.as_report() else { continue };
+                let Some(handler) = entry.handler.as_report() else {
+                    continue;
+                };
                 let dispatch = &entry.report_dispatch;
                 // Sampling decides before any instance is built.
                 if !dispatch.sample(action.instances.len()) {
@@ -896,11 +1100,16 @@ impl Worker {
                     .zip(&values)
                     .zip(&built)
                     .filter(|(_, ok)| **ok)
-                    .map(|((&i, v), _)| InstanceView { instance: &snapshot.instances[i], values: v })
+                    .map(|((&i, v), _)| InstanceView {
+                        instance: &snapshot.instances[i],
+                        values: v,
+                    })
                     .collect();
                 if !views.is_empty() {
                     summary.instances_sent += views.len();
-                    stats.report_instances.fetch_add(views.len() as u64, Ordering::Relaxed);
+                    stats
+                        .report_instances
+                        .fetch_add(views.len() as u64, Ordering::Relaxed);
                     dispatch.dispatch(handler, &views);
                 }
             }
@@ -916,18 +1125,25 @@ impl Worker {
         let mut values = Vec::new();
         let candidates = Candidates::of(&snapshot, bag, &mut ());
         for rule in candidates.rules(&snapshot) {
-            if rule.mutation_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats) {
+            if rule.mutation_actions.is_empty()
+                || !rule_matches(&snapshot, rule, bag, &mut (), stats)
+            {
                 continue;
             }
             for action in &rule.mutation_actions {
-                let Some(handler) = snapshot.handlers[action.handler].handler.as_mutation() else { continue };
+                let Some(handler) = snapshot.handlers[action.handler].handler.as_mutation() else {
+                    continue;
+                };
                 for &i in &action.instances {
                     let instance: &CompiledInstance = &snapshot.instances[i];
                     instance
                         .evaluate(bag, &mut (), &mut values)
                         .map_err(|e| Status::new(Code::INTERNAL, e.to_string()))?;
                     let current = message.body.clone();
-                    let view = InstanceView { instance, values: &values };
+                    let view = InstanceView {
+                        instance,
+                        values: &values,
+                    };
                     handler.mutate(&view, current.as_deref().unwrap_or(body), &mut message)?;
                 }
             }

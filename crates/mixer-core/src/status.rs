@@ -54,7 +54,11 @@ impl Code {
             "DATA_LOSS",
             "UNAUTHENTICATED",
         ];
-        usize::try_from(self.0).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
+        usize::try_from(self.0)
+            .ok()
+            .and_then(|i| NAMES.get(i))
+            .copied()
+            .unwrap_or("UNKNOWN")
     }
 
     /// The HTTP status a proxy answers with for this code (as Envoy's gRPC-HTTP mapping).
@@ -90,7 +94,10 @@ impl Status {
 
     /// A status with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into() }
+        Status {
+            code,
+            message: message.into(),
+        }
     }
 
     /// True for OK.

@@ -69,8 +69,16 @@ use ValueType as T;
 
 /// Every template this build knows (Mixer V1's names and fields).
 pub static TEMPLATES: &[TemplateInfo] = &[
-    TemplateInfo { name: "checknothing", variety: Variety::Check, fields: &[] },
-    TemplateInfo { name: "listentry", variety: Variety::Check, fields: &[f("value", Any)] },
+    TemplateInfo {
+        name: "checknothing",
+        variety: Variety::Check,
+        fields: &[],
+    },
+    TemplateInfo {
+        name: "listentry",
+        variety: Variety::Check,
+        fields: &[f("value", Any)],
+    },
     TemplateInfo {
         name: "authorization",
         variety: Variety::Check,
@@ -96,7 +104,11 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("timestamp", V(T::Timestamp)),
         ],
     },
-    TemplateInfo { name: "quota", variety: Variety::Quota, fields: &[f("dimensions", MapOfAny)] },
+    TemplateInfo {
+        name: "quota",
+        variety: Variety::Quota,
+        fields: &[f("dimensions", MapOfAny)],
+    },
     TemplateInfo {
         name: "metric",
         variety: Variety::Report,
@@ -180,12 +192,20 @@ pub static TEMPLATES: &[TemplateInfo] = &[
     TemplateInfo {
         name: "knativerevision",
         variety: Variety::Check,
-        fields: &[f("namespace", V(T::String)), f("revision", V(T::String)), f("host", V(T::String))],
+        fields: &[
+            f("namespace", V(T::String)),
+            f("revision", V(T::String)),
+            f("host", V(T::String)),
+        ],
     },
     TemplateInfo {
         name: "knativecompletion",
         variety: Variety::Report,
-        fields: &[f("namespace", V(T::String)), f("revision", V(T::String)), f("host", V(T::String))],
+        fields: &[
+            f("namespace", V(T::String)),
+            f("revision", V(T::String)),
+            f("host", V(T::String)),
+        ],
     },
     TemplateInfo {
         name: "mutation",

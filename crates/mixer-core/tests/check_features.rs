@@ -7,14 +7,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration as StdDuration;
 
 use mixer_attr::{Attributes, Value, well_known as wk};
-use mixer_core::adapter::{Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, RequestContext};
+use mixer_core::adapter::{
+    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, RequestContext,
+};
 use mixer_core::audit::MemoryAudit;
 use mixer_core::decision::DirectResponse;
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::virtual_time::VirtualPlatform;
 use mixer_core::pending::Poll;
 use mixer_core::snapshot::json_to_struct;
-use mixer_core::{AdapterRegistry, CheckAnswer, CheckStart, Code, CompileOptions, Config, Pipeline, Status, compile};
+use mixer_core::{
+    AdapterRegistry, CheckAnswer, CheckStart, Code, CompileOptions, Config, Pipeline, Status,
+    compile,
+};
 use mixer_proto::v2;
 use parking_lot::Mutex;
 use serde_json::json;
@@ -59,12 +64,21 @@ impl CheckHandler for FixedHandler {
     }
 }
 
-fn rule(name: &str, handler: &str, experimental: bool, fault: Option<v2::FaultInjection>) -> v2::Rule {
+fn rule(
+    name: &str,
+    handler: &str,
+    experimental: bool,
+    fault: Option<v2::FaultInjection>,
+) -> v2::Rule {
     v2::Rule {
         name: name.into(),
         namespace: "istio-system".into(),
         r#match: "destination.service.name == \"reviews\"".into(),
-        actions: vec![v2::Action { handler: handler.into(), instances: vec!["nothing".into()], name: String::new() }],
+        actions: vec![v2::Action {
+            handler: handler.into(),
+            instances: vec!["nothing".into()],
+            name: String::new(),
+        }],
         experimental,
         fault,
         ..Default::default()
@@ -98,7 +112,14 @@ fn pipeline(cfg: &Config) -> (VirtualPlatform, Pipeline) {
     let vt = VirtualPlatform::new();
     let mut registry = AdapterRegistry::new();
     registry.register(Arc::new(Fixed));
-    let snap = compile(cfg, &registry, &vt.platform(), None, &CompileOptions::default()).expect("compiles");
+    let snap = compile(
+        cfg,
+        &registry,
+        &vt.platform(),
+        None,
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
     let p = Pipeline::new(snap, vt.platform());
     (vt, p)
 }
@@ -121,8 +142,14 @@ fn done(p: &Pipeline, vt: &VirtualPlatform, bag: &Attributes<'_>) -> CheckAnswer
 #[test]
 fn experimental_rules_are_counted_and_audited_never_enforced() {
     let cfg = config(
-        vec![rule("try-deny", "no", true, None), rule("allow", "yes", false, None)],
-        &[("no", json!({"code": 7, "message": "would deny"})), ("yes", json!({}))],
+        vec![
+            rule("try-deny", "no", true, None),
+            rule("allow", "yes", false, None),
+        ],
+        &[
+            ("no", json!({"code": 7, "message": "would deny"})),
+            ("yes", json!({})),
+        ],
     );
     let (vt, p) = pipeline(&cfg);
     let audit = Arc::new(MemoryAudit::default());
@@ -132,7 +159,10 @@ fn experimental_rules_are_counted_and_audited_never_enforced() {
     assert_eq!(a.experimental_denials, 1);
     assert_eq!(a.denials.len(), 1);
     assert!(a.denials[0].experimental);
-    assert_eq!((&*a.denials[0].rule, &*a.denials[0].handler), ("rule/istio-system/try-deny", "no.istio-system"));
+    assert_eq!(
+        (&*a.denials[0].rule, &*a.denials[0].handler),
+        ("rule/istio-system/try-deny", "no.istio-system")
+    );
     let again = done(&p, &vt, &reviews("alice"));
     assert!(again.cache_hit);
     let records = audit.records();
@@ -145,13 +175,22 @@ fn experimental_rules_are_counted_and_audited_never_enforced() {
 
 #[test]
 fn audit_names_the_rule_and_handler_that_denied() {
-    let cfg = config(vec![rule("deny", "no", false, None)], &[("no", json!({"code": 7, "message": "nope"}))]);
+    let cfg = config(
+        vec![rule("deny", "no", false, None)],
+        &[("no", json!({"code": 7, "message": "nope"}))],
+    );
     let (vt, p) = pipeline(&cfg);
     let audit = Arc::new(MemoryAudit::default());
     p.set_audit(Some(audit.clone()));
-    assert_eq!(done(&p, &vt, &reviews("mallory")).status.code, Code::PERMISSION_DENIED);
+    assert_eq!(
+        done(&p, &vt, &reviews("mallory")).status.code,
+        Code::PERMISSION_DENIED
+    );
     let r = &audit.records()[0];
-    assert_eq!((r.who.as_str(), r.status.code), ("mallory", Code::PERMISSION_DENIED));
+    assert_eq!(
+        (r.who.as_str(), r.status.code),
+        ("mallory", Code::PERMISSION_DENIED)
+    );
     assert_eq!(&*r.denials[0].rule, "rule/istio-system/deny");
     p.set_audit(None);
     done(&p, &vt, &reviews("mallory"));
@@ -162,11 +201,20 @@ fn audit_names_the_rule_and_handler_that_denied() {
 fn direct_response_is_carried_to_the_decision() {
     let cfg = config(
         vec![rule("login", "redirect", false, None)],
-        &[("redirect", json!({"code": 16, "message": "login first", "direct": {"code": 302, "body": "/login"}}))],
+        &[(
+            "redirect",
+            json!({"code": 16, "message": "login first", "direct": {"code": 302, "body": "/login"}}),
+        )],
     );
     let (vt, p) = pipeline(&cfg);
     let a = done(&p, &vt, &reviews("x"));
-    assert_eq!(a.direct_response, Some(DirectResponse { code: 302, body: "/login".into() }));
+    assert_eq!(
+        a.direct_response,
+        Some(DirectResponse {
+            code: 302,
+            body: "/login".into()
+        })
+    );
 }
 
 fn fault(percentage: f64, code: i32, delay_ms: i32) -> Option<v2::FaultInjection> {
@@ -174,13 +222,19 @@ fn fault(percentage: f64, code: i32, delay_ms: i32) -> Option<v2::FaultInjection
         percentage,
         error_code: code,
         error_message: "injected".into(),
-        delay: (delay_ms > 0).then_some(prost_types::Duration { seconds: 0, nanos: delay_ms * 1_000_000 }),
+        delay: (delay_ms > 0).then_some(prost_types::Duration {
+            seconds: 0,
+            nanos: delay_ms * 1_000_000,
+        }),
     })
 }
 
 #[test]
 fn fault_injection_fails_the_configured_fraction() {
-    let cfg = config(vec![rule("chaos", "yes", false, fault(30.0, 14, 0))], &[("yes", json!({}))]);
+    let cfg = config(
+        vec![rule("chaos", "yes", false, fault(30.0, 14, 0))],
+        &[("yes", json!({}))],
+    );
     let (vt, p) = pipeline(&cfg);
     let mut failed = 0;
     for i in 0..2000 {
@@ -198,12 +252,19 @@ fn fault_injection_fails_the_configured_fraction() {
 
 #[test]
 fn fault_injection_delays_the_check() {
-    let cfg = config(vec![rule("slow", "yes", false, fault(100.0, 0, 300))], &[("yes", json!({}))]);
+    let cfg = config(
+        vec![rule("slow", "yes", false, fault(100.0, 0, 300))],
+        &[("yes", json!({}))],
+    );
     let (vt, p) = pipeline(&cfg);
     let slot: Arc<Mutex<Option<CheckAnswer>>> = Arc::default();
     let out = slot.clone();
-    let started = p.worker(Arc::new(vt.clone())).check(&reviews("x"), move |a| *out.lock() = Some(a));
-    let CheckStart::Pending(_h) = started else { panic!("a delay makes the check pending") };
+    let started = p
+        .worker(Arc::new(vt.clone()))
+        .check(&reviews("x"), move |a| *out.lock() = Some(a));
+    let CheckStart::Pending(_h) = started else {
+        panic!("a delay makes the check pending")
+    };
     vt.advance(StdDuration::from_millis(299));
     assert!(slot.lock().is_none());
     vt.advance(StdDuration::from_millis(1));
@@ -216,9 +277,19 @@ fn bad_fault_settings_are_rejected() {
     let vt = VirtualPlatform::new();
     let mut registry = AdapterRegistry::new();
     registry.register(Arc::new(Fixed));
-    for (f, field) in [(fault(120.0, 14, 0), "fault.percentage"), (fault(10.0, 99, 0), "fault.errorCode")] {
+    for (f, field) in [
+        (fault(120.0, 14, 0), "fault.percentage"),
+        (fault(10.0, 99, 0), "fault.errorCode"),
+    ] {
         let cfg = config(vec![rule("r", "yes", false, f)], &[("yes", json!({}))]);
-        let err = compile(&cfg, &registry, &vt.platform(), None, &CompileOptions::default()).unwrap_err();
+        let err = compile(
+            &cfg,
+            &registry,
+            &vt.platform(),
+            None,
+            &CompileOptions::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.0[0].field, field, "{err}");
     }
 }

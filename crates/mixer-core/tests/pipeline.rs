@@ -12,13 +12,14 @@ use mixer_core::adapter::{
     Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, QuotaArgs,
     QuotaHandler, QuotaResult, ReportHandler, RequestContext,
 };
+use mixer_core::config_builder::{self, instance, rule};
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::virtual_time::VirtualPlatform;
 use mixer_core::pal::{HttpRequest, HttpResponse};
 use mixer_core::pending::{Poll, pending};
-use mixer_core::config_builder::{self, instance, rule};
 use mixer_core::{
-    AdapterRegistry, CheckAnswer, CheckStart, Code, CompileOptions, Config, Pipeline, Status, compile,
+    AdapterRegistry, CheckAnswer, CheckStart, Code, CompileOptions, Config, Pipeline, Status,
+    compile,
 };
 use mixer_proto::v2;
 use parking_lot::Mutex;
@@ -67,7 +68,10 @@ impl CheckHandler for HttpAuthzHandler {
             self.held.lock().push(completer);
             return Poll::Pending(result);
         }
-        let user = view.get("subject.user").map(|v| v.to_string()).unwrap_or_default();
+        let user = view
+            .get("subject.user")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         let req = HttpRequest {
             authority: "authz-backend".into(),
             method: "POST".into(),
@@ -80,7 +84,9 @@ impl CheckHandler for HttpAuthzHandler {
             req,
             Box::new(move |r| {
                 completer.complete(match r {
-                    Ok(HttpResponse { status: 200, .. }) => CheckResult::allow(mixer_attr::Duration::from_secs(30), 50),
+                    Ok(HttpResponse { status: 200, .. }) => {
+                        CheckResult::allow(mixer_attr::Duration::from_secs(30), 50)
+                    }
                     Ok(HttpResponse { status: 503, .. }) => {
                         CheckResult::failure(Status::new(Code::UNAVAILABLE, "backend unavailable"))
                     }
@@ -111,7 +117,9 @@ impl Adapter for FixedQuota {
         &["quota"]
     }
     fn build(&self, c: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
-        Ok(Arc::new(FixedQuotaHandler { left: Mutex::new(c.params["limit"].as_i64().unwrap_or(0)) }))
+        Ok(Arc::new(FixedQuotaHandler {
+            left: Mutex::new(c.params["limit"].as_i64().unwrap_or(0)),
+        }))
     }
 }
 
@@ -122,11 +130,20 @@ impl Handler for FixedQuotaHandler {
 }
 
 impl QuotaHandler for FixedQuotaHandler {
-    fn allocate(&self, _: &InstanceView<'_>, args: &QuotaArgs, _: &RequestContext<'_>) -> Poll<QuotaResult> {
+    fn allocate(
+        &self,
+        _: &InstanceView<'_>,
+        args: &QuotaArgs,
+        _: &RequestContext<'_>,
+    ) -> Poll<QuotaResult> {
         let mut left = self.left.lock();
         let granted = if args.amount <= *left { args.amount } else { 0 };
         *left -= granted;
-        Poll::Ready(QuotaResult { status: Status::ok(), granted, valid_duration: mixer_attr::Duration::from_secs(1) })
+        Poll::Ready(QuotaResult {
+            status: Status::ok(),
+            granted,
+            valid_duration: mixer_attr::Duration::from_secs(1),
+        })
     }
 }
 
@@ -168,9 +185,16 @@ impl ReportHandler for Counter {
 }
 
 fn handler(name: &str, adapter: &str, params: serde_json::Value, fail_open: bool) -> v2::Handler {
-    let policy = if fail_open { v2::dispatch_controls::FailurePolicy::FailOpen } else { v2::dispatch_controls::FailurePolicy::FailClose };
+    let policy = if fail_open {
+        v2::dispatch_controls::FailurePolicy::FailOpen
+    } else {
+        v2::dispatch_controls::FailurePolicy::FailClose
+    };
     v2::Handler {
-        dispatch: Some(v2::DispatchControls { failure_policy: policy as i32, ..Default::default() }),
+        dispatch: Some(v2::DispatchControls {
+            failure_policy: policy as i32,
+            ..Default::default()
+        }),
         ..config_builder::handler(name, adapter, params)
     }
 }
@@ -182,12 +206,30 @@ fn config(authz_params: serde_json::Value, fail_open: bool, metric_value: &str) 
             handler("count", "counter", json!({}), false),
         ],
         instances: vec![
-            instance("who", "authorization", json!({"subject": {"user": "source.user | \"anonymous\""}})),
-            instance("requests", "metric", json!({"value": metric_value, "dimensions": {"code": "response.code | 200"}})),
+            instance(
+                "who",
+                "authorization",
+                json!({"subject": {"user": "source.user | \"anonymous\""}}),
+            ),
+            instance(
+                "requests",
+                "metric",
+                json!({"value": metric_value, "dimensions": {"code": "response.code | 200"}}),
+            ),
         ],
         rules: vec![
-            rule("authz-reviews", "destination.service.name == \"reviews\"", "authz", &["who"]),
-            rule("count-all", "", "count.istio-system", &["requests.instance"]),
+            rule(
+                "authz-reviews",
+                "destination.service.name == \"reviews\"",
+                "authz",
+                &["who"],
+            ),
+            rule(
+                "count-all",
+                "",
+                "count.istio-system",
+                &["requests.instance"],
+            ),
         ],
         ..Default::default()
     }
@@ -209,13 +251,22 @@ fn setup(cfg: &Config) -> Setup {
         .register(Arc::new(HttpAuthz))
         .register(Arc::new(CounterAdapter(counter.clone())))
         .register(Arc::new(FixedQuota));
-    let snapshot = compile(cfg, &registry, &platform, None, &CompileOptions::default()).expect("config compiles");
-    Setup { vt, pipeline: Pipeline::new(snapshot, platform), registry, counter }
+    let snapshot = compile(cfg, &registry, &platform, None, &CompileOptions::default())
+        .expect("config compiles");
+    Setup {
+        vt,
+        pipeline: Pipeline::new(snapshot, platform),
+        registry,
+        counter,
+    }
 }
 
 fn request(service: &str, user: &str) -> Attributes<'static> {
     Attributes::new()
-        .with(wk::DESTINATION_SERVICE_NAME, Value::String(service.to_string().into()))
+        .with(
+            wk::DESTINATION_SERVICE_NAME,
+            Value::String(service.to_string().into()),
+        )
         .with(wk::SOURCE_USER, Value::String(user.to_string().into()))
 }
 
@@ -232,25 +283,45 @@ fn start(s: &Setup, bag: &Attributes<'_>) -> (CheckStart, Slot) {
 fn unmatched_rules_answer_inline() {
     let s = setup(&config(json!({}), false, "1"));
     let (started, slot) = start(&s, &request("ratings", "alice"));
-    let CheckStart::Done(d) = started else { panic!("expected an inline answer") };
+    let CheckStart::Done(d) = started else {
+        panic!("expected an inline answer")
+    };
     assert!(d.is_allowed());
-    assert_eq!(d.referenced.to_strings(&Vocabulary::istio()), ["destination.service.name"]);
-    assert!(slot.lock().is_none(), "inline answers do not call the callback");
+    assert_eq!(
+        d.referenced.to_strings(&Vocabulary::istio()),
+        ["destination.service.name"]
+    );
+    assert!(
+        slot.lock().is_none(),
+        "inline answers do not call the callback"
+    );
 }
 
 #[test]
 fn async_backend_completes_on_the_worker_later() {
     let s = setup(&config(json!({}), false, "1"));
     let (started, slot) = start(&s, &request("reviews", "alice"));
-    let CheckStart::Pending(handle) = started else { panic!("expected pending") };
+    let CheckStart::Pending(handle) = started else {
+        panic!("expected pending")
+    };
     let calls = s.vt.http_requests();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].1.body, Bytes::from("alice"));
     assert!(slot.lock().is_none());
-    s.vt.respond_http(calls[0].0, Ok(HttpResponse { status: 403, headers: vec![], body: Bytes::new() }));
+    s.vt.respond_http(
+        calls[0].0,
+        Ok(HttpResponse {
+            status: 403,
+            headers: vec![],
+            body: Bytes::new(),
+        }),
+    );
     let d = slot.lock().take().expect("callback ran");
     assert_eq!(d.status.code, Code::PERMISSION_DENIED);
-    assert_eq!((d.valid_duration, d.valid_use_count), (mixer_attr::Duration::from_secs(5), 5));
+    assert_eq!(
+        (d.valid_duration, d.valid_use_count),
+        (mixer_attr::Duration::from_secs(5), 5)
+    );
     drop(handle);
 }
 
@@ -258,10 +329,19 @@ fn async_backend_completes_on_the_worker_later() {
 fn cancelled_check_never_calls_back() {
     let s = setup(&config(json!({}), false, "1"));
     let (started, slot) = start(&s, &request("reviews", "bob"));
-    let CheckStart::Pending(handle) = started else { panic!("expected pending") };
+    let CheckStart::Pending(handle) = started else {
+        panic!("expected pending")
+    };
     drop(handle); // the stream went away (Envoy onDestroy)
     let calls = s.vt.http_requests();
-    s.vt.respond_http(calls[0].0, Ok(HttpResponse { status: 200, headers: vec![], body: Bytes::new() }));
+    s.vt.respond_http(
+        calls[0].0,
+        Ok(HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: Bytes::new(),
+        }),
+    );
     s.vt.advance(StdDuration::from_secs(1));
     assert!(slot.lock().is_none());
 }
@@ -270,12 +350,18 @@ fn cancelled_check_never_calls_back() {
 fn backend_timeout_denies_under_fail_close() {
     let s = setup(&config(json!({}), false, "1"));
     let (started, slot) = start(&s, &request("reviews", "carol"));
-    let CheckStart::Pending(_handle) = started else { panic!("expected pending") };
+    let CheckStart::Pending(_handle) = started else {
+        panic!("expected pending")
+    };
     s.vt.advance(StdDuration::from_millis(499));
     assert!(slot.lock().is_none());
     s.vt.advance(StdDuration::from_millis(1));
     let d = slot.lock().take().expect("timed out into a decision");
-    assert_eq!(d.status.code, Code::PERMISSION_DENIED, "the adapter maps a timeout to a deny");
+    assert_eq!(
+        d.status.code,
+        Code::PERMISSION_DENIED,
+        "the adapter maps a timeout to a deny"
+    );
 }
 
 #[test]
@@ -286,7 +372,14 @@ fn dead_backend_follows_failure_policy() {
     closed.vt.run_posted();
     let d = slot.lock().take().expect("decided");
     assert_eq!(d.status.code, Code::UNAVAILABLE);
-    assert_eq!(closed.pipeline.stats().handler_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        closed
+            .pipeline
+            .stats()
+            .handler_failures
+            .load(Ordering::Relaxed),
+        1
+    );
 
     let open = setup(&config(json!({"abandon": true}), true, "1"));
     let (started, slot) = start(&open, &request("reviews", "dave"));
@@ -303,29 +396,50 @@ fn report_reaches_the_report_handler() {
     let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
     let summary = worker.report(&request("reviews", "alice"));
     assert_eq!(summary.instances_sent, 1);
-    assert_eq!(*s.counter.seen.lock(), [("requests.instance.istio-system".to_string(), 1)]);
+    assert_eq!(
+        *s.counter.seen.lock(),
+        [("requests.instance.istio-system".to_string(), 1)]
+    );
 }
 
 #[test]
 fn swap_keeps_in_flight_checks_on_their_snapshot() {
     let s = setup(&config(json!({}), false, "1"));
     let (started, slot) = start(&s, &request("reviews", "erin"));
-    let CheckStart::Pending(_handle) = started else { panic!("expected pending") };
+    let CheckStart::Pending(_handle) = started else {
+        panic!("expected pending")
+    };
     // New config: nothing is checked any more, and the metric counts 2.
     let mut next = config(json!({}), false, "2");
     next.rules.remove(0);
     let platform = s.pipeline.platform().clone();
     let prev = s.pipeline.snapshot();
-    let snap = compile(&next, &s.registry, &platform, Some(&prev), &CompileOptions::default()).unwrap();
+    let snap = compile(
+        &next,
+        &s.registry,
+        &platform,
+        Some(&prev),
+        &CompileOptions::default(),
+    )
+    .unwrap();
     s.pipeline.swap(snap);
     // The old request still completes through its backend.
     let calls = s.vt.http_requests();
-    s.vt.respond_http(calls[0].0, Ok(HttpResponse { status: 200, headers: vec![], body: Bytes::new() }));
+    s.vt.respond_http(
+        calls[0].0,
+        Ok(HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: Bytes::new(),
+        }),
+    );
     assert!(slot.lock().take().expect("completed").is_allowed());
     // New requests see the new config.
     let (started, _) = start(&s, &request("reviews", "erin"));
     assert!(matches!(started, CheckStart::Done(_)));
-    s.pipeline.worker(Arc::new(s.vt.clone())).report(&request("reviews", "erin"));
+    s.pipeline
+        .worker(Arc::new(s.vt.clone()))
+        .report(&request("reviews", "erin"));
     assert_eq!(s.counter.seen.lock().last().map(|x| x.1), Some(2));
 }
 
@@ -336,10 +450,28 @@ fn unchanged_handlers_survive_a_swap() {
     let prev = s.pipeline.snapshot();
     let mut next = config(json!({}), false, "1");
     next.handlers[0] = handler("authz", "httpauthz", json!({"abandon": true}), false);
-    let snap = compile(&next, &s.registry, &platform, Some(&prev), &CompileOptions::default()).unwrap();
-    let same = |name: &str| Arc::ptr_eq(&prev.handler(name).unwrap().handler, &snap.handler(name).unwrap().handler);
-    assert!(same("count.istio-system"), "unchanged handler keeps its state");
-    assert!(!same("authz.istio-system"), "changed params rebuild the handler");
+    let snap = compile(
+        &next,
+        &s.registry,
+        &platform,
+        Some(&prev),
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    let same = |name: &str| {
+        Arc::ptr_eq(
+            &prev.handler(name).unwrap().handler,
+            &snap.handler(name).unwrap().handler,
+        )
+    };
+    assert!(
+        same("count.istio-system"),
+        "unchanged handler keeps its state"
+    );
+    assert!(
+        !same("authz.istio-system"),
+        "changed params rebuild the handler"
+    );
 }
 
 #[test]
@@ -350,25 +482,61 @@ fn bad_config_is_rejected_with_object_and_field() {
     bad.rules[0].r#match = "destination.service.name ==".into();
     bad.rules[1].actions[0].handler = "nope".into();
     bad.instances[1].template = "metrik".into();
-    let err = compile(&bad, &s.registry, &platform, None, &CompileOptions::default()).unwrap_err();
+    let err = compile(
+        &bad,
+        &s.registry,
+        &platform,
+        None,
+        &CompileOptions::default(),
+    )
+    .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("rule/istio-system/authz-reviews: field `match`"), "{text}");
-    assert!(text.contains("rule/istio-system/count-all: field `actions[0].handler`: no handler `nope`"), "{text}");
-    assert!(text.contains("instance/istio-system/requests: field `template`: unknown template `metrik`"), "{text}");
+    assert!(
+        text.contains("rule/istio-system/authz-reviews: field `match`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule/istio-system/count-all: field `actions[0].handler`: no handler `nope`"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "instance/istio-system/requests: field `template`: unknown template `metrik`"
+        ),
+        "{text}"
+    );
 
     let mut unknown_adapter = config(json!({}), false, "1");
     unknown_adapter.handlers[1].adapter = "prometheus".into();
-    let err = compile(&unknown_adapter, &s.registry, &platform, None, &CompileOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("adapter `prometheus` is not in this build"), "{err}");
+    let err = compile(
+        &unknown_adapter,
+        &s.registry,
+        &platform,
+        None,
+        &CompileOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("adapter `prometheus` is not in this build"),
+        "{err}"
+    );
     let skipped = compile(
         &unknown_adapter,
         &s.registry,
         &platform,
         None,
-        &CompileOptions { skip_unknown_adapters: true, ..Default::default() },
+        &CompileOptions {
+            skip_unknown_adapters: true,
+            ..Default::default()
+        },
     )
     .expect("skipping unknown adapters");
-    assert!(skipped.warnings.iter().any(|w| w.contains("prometheus")), "{:?}", skipped.warnings);
+    assert!(
+        skipped.warnings.iter().any(|w| w.contains("prometheus")),
+        "{:?}",
+        skipped.warnings
+    );
 }
 
 #[test]
@@ -378,25 +546,46 @@ fn instance_errors_are_counted_not_fatal() {
     let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
     let summary = worker.report(&request("reviews", "alice"));
     assert_eq!((summary.instances_sent, summary.instance_errors), (0, 1));
-    assert_eq!(s.pipeline.stats().instance_errors.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        s.pipeline.stats().instance_errors.load(Ordering::Relaxed),
+        1
+    );
 }
 
 /// The config plus a quota of 2 units that every request charges 1 of.
 fn config_with_quota() -> Config {
     let mut cfg = config(json!({}), false, "1");
-    cfg.handlers.push(handler("quota", "fixedquota", json!({"limit": 2}), false));
-    cfg.instances.push(instance("requestcount", "quota", json!({"dimensions": {"svc": "destination.service.name"}})));
-    cfg.rules.push(rule("quota", "", "quota", &["requestcount"]));
+    cfg.handlers
+        .push(handler("quota", "fixedquota", json!({"limit": 2}), false));
+    cfg.instances.push(instance(
+        "requestcount",
+        "quota",
+        json!({"dimensions": {"svc": "destination.service.name"}}),
+    ));
+    cfg.rules
+        .push(rule("quota", "", "quota", &["requestcount"]));
     cfg.quota_specs = vec![v2::QuotaSpec {
         name: "spec".into(),
         namespace: "istio-system".into(),
-        rules: vec![v2::QuotaRule { r#match: vec![], quotas: vec![v2::Quota { quota: "requestcount".into(), charge: 1 }] }],
+        rules: vec![v2::QuotaRule {
+            r#match: vec![],
+            quotas: vec![v2::Quota {
+                quota: "requestcount".into(),
+                charge: 1,
+            }],
+        }],
     }];
     cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
         name: "all".into(),
         namespace: "istio-system".into(),
-        services: vec![v2::IstioService { service: "*".into(), ..Default::default() }],
-        quota_specs: vec![v2::QuotaSpecReference { name: "spec".into(), namespace: String::new() }],
+        services: vec![v2::IstioService {
+            service: "*".into(),
+            ..Default::default()
+        }],
+        quota_specs: vec![v2::QuotaSpecReference {
+            name: "spec".into(),
+            namespace: String::new(),
+        }],
     }];
     cfg
 }
@@ -404,7 +593,14 @@ fn config_with_quota() -> Config {
 fn answer(vt: &VirtualPlatform, status: u16) {
     let calls = vt.http_requests();
     assert_eq!(calls.len(), 1, "one backend call outstanding");
-    vt.respond_http(calls[0].0, Ok(HttpResponse { status, headers: vec![], body: Bytes::new() }));
+    vt.respond_http(
+        calls[0].0,
+        Ok(HttpResponse {
+            status,
+            headers: vec![],
+            body: Bytes::new(),
+        }),
+    );
 }
 
 #[test]
@@ -412,7 +608,9 @@ fn quota_is_charged_after_an_async_precondition_allows() {
     let s = setup(&config_with_quota());
     // Denied by the backend: the quota is not charged.
     let (started, slot) = start(&s, &request("reviews", "mallory"));
-    let CheckStart::Pending(_h) = started else { panic!("pending") };
+    let CheckStart::Pending(_h) = started else {
+        panic!("pending")
+    };
     answer(&s.vt, 403);
     let a = slot.lock().take().expect("answered");
     assert_eq!(a.status.code, Code::PERMISSION_DENIED);
@@ -420,7 +618,9 @@ fn quota_is_charged_after_an_async_precondition_allows() {
     // Allowed: charged, after the backend answered, with the owned copy of the bag.
     for (i, expect_ok) in [true, true, false].into_iter().enumerate() {
         let (started, slot) = start(&s, &request("reviews", &format!("user{i}")));
-        let CheckStart::Pending(_h) = started else { panic!("pending") };
+        let CheckStart::Pending(_h) = started else {
+            panic!("pending")
+        };
         answer(&s.vt, 200);
         let a = slot.lock().take().expect("answered");
         assert_eq!(a.quotas.len(), 1);
@@ -428,12 +628,16 @@ fn quota_is_charged_after_an_async_precondition_allows() {
     }
     // A cached precondition still charges the quota.
     let (started, _) = start(&s, &request("reviews", "user0"));
-    let CheckStart::Done(a) = started else { panic!("cache hit") };
+    let CheckStart::Done(a) = started else {
+        panic!("cache hit")
+    };
     assert!(a.cache_hit);
     assert_eq!(a.status.code, Code::RESOURCE_EXHAUSTED);
     // Inline precondition (ratings is not checked by the backend), quota exhausted.
     let (started, _) = start(&s, &request("ratings", "x"));
-    let CheckStart::Done(a) = started else { panic!("inline") };
+    let CheckStart::Done(a) = started else {
+        panic!("inline")
+    };
     assert_eq!(a.status.code, Code::RESOURCE_EXHAUSTED);
 }
 
@@ -441,14 +645,18 @@ fn quota_is_charged_after_an_async_precondition_allows() {
 fn cancel_before_the_precondition_answers_charges_nothing() {
     let s = setup(&config_with_quota());
     let (started, slot) = start(&s, &request("reviews", "eve"));
-    let CheckStart::Pending(h) = started else { panic!("pending") };
+    let CheckStart::Pending(h) = started else {
+        panic!("pending")
+    };
     drop(h);
     answer(&s.vt, 200);
     assert!(slot.lock().is_none());
     // Both units are still there.
     for _ in 0..2 {
         let (started, _) = start(&s, &request("ratings", "x"));
-        let CheckStart::Done(a) = started else { panic!("inline") };
+        let CheckStart::Done(a) = started else {
+            panic!("inline")
+        };
         assert!(a.is_allowed());
     }
 }
@@ -457,19 +665,31 @@ fn cancel_before_the_precondition_answers_charges_nothing() {
 fn a_backend_that_never_answers_times_out_under_its_policy() {
     for (fail_open, want) in [(false, Code::DEADLINE_EXCEEDED), (true, Code::OK)] {
         let mut cfg = config(json!({"hang": true}), fail_open, "1");
-        cfg.handlers[0].dispatch.as_mut().unwrap().timeout = Some(prost_types::Duration { seconds: 0, nanos: 250_000_000 });
+        cfg.handlers[0].dispatch.as_mut().unwrap().timeout = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 250_000_000,
+        });
         let s = setup(&cfg);
         let (started, slot) = start(&s, &request("reviews", "zed"));
-        let CheckStart::Pending(_h) = started else { panic!("pending") };
+        let CheckStart::Pending(_h) = started else {
+            panic!("pending")
+        };
         s.vt.advance(StdDuration::from_millis(249));
         assert!(slot.lock().is_none());
         s.vt.advance(StdDuration::from_millis(1));
         let a = slot.lock().take().expect("timed out into a decision");
         assert_eq!(a.status.code, want, "fail_open={fail_open}");
         if !fail_open {
-            assert!(a.status.message.contains("timed out"), "{}", a.status.message);
+            assert!(
+                a.status.message.contains("timed out"),
+                "{}",
+                a.status.message
+            );
         }
-        assert_eq!(s.pipeline.stats().handler_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            s.pipeline.stats().handler_failures.load(Ordering::Relaxed),
+            1
+        );
     }
 }
 
@@ -478,12 +698,20 @@ fn failed_calls_are_retried_with_backoff() {
     let mut cfg = config(json!({}), false, "1");
     cfg.handlers[0].dispatch.as_mut().unwrap().retry = Some(v2::RetryPolicy {
         max_attempts: 3,
-        initial_backoff: Some(prost_types::Duration { seconds: 0, nanos: 100_000_000 }),
-        max_backoff: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        initial_backoff: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 100_000_000,
+        }),
+        max_backoff: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
     });
     let s = setup(&cfg);
     let (started, slot) = start(&s, &request("reviews", "retry-me"));
-    let CheckStart::Pending(_h) = started else { panic!("pending") };
+    let CheckStart::Pending(_h) = started else {
+        panic!("pending")
+    };
     answer(&s.vt, 503);
     assert!(slot.lock().is_none(), "retrying, not failing");
     assert!(s.vt.http_requests().is_empty(), "waiting for the backoff");
@@ -493,7 +721,9 @@ fn failed_calls_are_retried_with_backoff() {
 
     // All three attempts fail: the failure policy (fail-close) applies.
     let (started, slot) = start(&s, &request("reviews", "unlucky"));
-    let CheckStart::Pending(_h) = started else { panic!("pending") };
+    let CheckStart::Pending(_h) = started else {
+        panic!("pending")
+    };
     for _ in 0..3 {
         answer(&s.vt, 503);
         s.vt.advance(StdDuration::from_millis(200));

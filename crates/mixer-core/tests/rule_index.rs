@@ -5,12 +5,17 @@
 use std::sync::Arc;
 
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
-use mixer_core::adapter::{Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, RequestContext};
+use mixer_core::adapter::{
+    Adapter, AdapterError, CheckHandler, CheckResult, Handler, HandlerConfig, RequestContext,
+};
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::virtual_time::VirtualPlatform;
 use mixer_core::pending::Poll;
 use mixer_core::snapshot::json_to_struct;
-use mixer_core::{AdapterRegistry, CheckStart, Code, CompileOptions, Config, Pipeline, PipelineOptions, Status, compile};
+use mixer_core::{
+    AdapterRegistry, CheckStart, Code, CompileOptions, Config, Pipeline, PipelineOptions, Status,
+    compile,
+};
 use mixer_proto::v2;
 use serde_json::json;
 
@@ -38,7 +43,11 @@ impl Handler for NamedHandler {
 
 impl CheckHandler for NamedHandler {
     fn check(&self, _: &InstanceView<'_>, _: &RequestContext<'_>) -> Poll<CheckResult> {
-        Poll::Ready(CheckResult::deny(Status::new(Code::PERMISSION_DENIED, self.0.clone()), mixer_attr::Duration::from_secs(1), 1))
+        Poll::Ready(CheckResult::deny(
+            Status::new(Code::PERMISSION_DENIED, self.0.clone()),
+            mixer_attr::Duration::from_secs(1),
+            1,
+        ))
     }
 }
 
@@ -87,7 +96,11 @@ fn generated_config(rng: &mut Rng, rules: usize) -> Config {
             name: format!("r{i}"),
             namespace: "istio-system".into(),
             r#match: predicate,
-            actions: vec![v2::Action { handler: format!("h{i}"), instances: vec!["nothing".into()], name: String::new() }],
+            actions: vec![v2::Action {
+                handler: format!("h{i}"),
+                instances: vec!["nothing".into()],
+                name: String::new(),
+            }],
             ..Default::default()
         });
     }
@@ -108,29 +121,64 @@ fn index_never_changes_decisions() {
     let mut registry = AdapterRegistry::new();
     registry.register(Arc::new(Named));
     let no_cache = PipelineOptions {
-        check_cache: mixer_core::cache::CheckCacheConfig { max_entries: 0, ..Default::default() },
+        check_cache: mixer_core::cache::CheckCacheConfig {
+            max_entries: 0,
+            ..Default::default()
+        },
         ..Default::default()
     };
     for round in 0..20 {
         let cfg = generated_config(&mut rng, 10 + round * 5);
-        let indexed = compile(&cfg, &registry, &vt.platform(), None, &CompileOptions::default()).unwrap();
+        let indexed = compile(
+            &cfg,
+            &registry,
+            &vt.platform(),
+            None,
+            &CompileOptions::default(),
+        )
+        .unwrap();
         assert!(indexed.rule_index.indexed_rules() > 0);
-        let plain = compile(&cfg, &registry, &vt.platform(), None, &CompileOptions { index_rules: false, ..Default::default() }).unwrap();
+        let plain = compile(
+            &cfg,
+            &registry,
+            &vt.platform(),
+            None,
+            &CompileOptions {
+                index_rules: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(plain.rule_index.indexed_rules(), 0);
-        let (a, b) = (Pipeline::with_options(indexed, vt.platform(), no_cache), Pipeline::with_options(plain, vt.platform(), no_cache));
+        let (a, b) = (
+            Pipeline::with_options(indexed, vt.platform(), no_cache),
+            Pipeline::with_options(plain, vt.platform(), no_cache),
+        );
         for _ in 0..50 {
             let mut bag = Attributes::new();
             if rng.next(4) > 0 {
-                bag.set(wk::DESTINATION_SERVICE_NAME, Value::str(SERVICES[rng.next(6) as usize]));
+                bag.set(
+                    wk::DESTINATION_SERVICE_NAME,
+                    Value::str(SERVICES[rng.next(6) as usize]),
+                );
             }
             if rng.next(4) > 0 {
                 bag.set(wk::REQUEST_PATH, Value::str(PATHS[rng.next(3) as usize]));
             }
             if rng.next(2) > 0 {
-                let m: StringMap = [("app".to_string(), SERVICES[rng.next(6) as usize].to_string())].into_iter().collect();
+                let m: StringMap = [(
+                    "app".to_string(),
+                    SERVICES[rng.next(6) as usize].to_string(),
+                )]
+                .into_iter()
+                .collect();
                 bag.set(wk::DESTINATION_LABELS, Value::string_map(m));
             }
-            assert_eq!(decide(&a, &vt, &bag), decide(&b, &vt, &bag), "round {round}, {bag:?}");
+            assert_eq!(
+                decide(&a, &vt, &bag),
+                decide(&b, &vt, &bag),
+                "round {round}, {bag:?}"
+            );
         }
     }
 }

@@ -33,7 +33,10 @@ impl Adapter for Counting {
     }
     fn build(&self, c: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
         let generation = c.params["generation"].as_u64().unwrap_or(0) as usize % 2;
-        Ok(Arc::new(CountingHandler { generation, per_generation: self.per_generation.clone() }))
+        Ok(Arc::new(CountingHandler {
+            generation,
+            per_generation: self.per_generation.clone(),
+        }))
     }
 }
 
@@ -51,7 +54,10 @@ impl ReportHandler for CountingHandler {
                 Some(Value::Int64(g)) => *g as usize,
                 _ => 99,
             };
-            assert_eq!(seen, self.generation, "a report reached a handler of another snapshot");
+            assert_eq!(
+                seen, self.generation,
+                "a report reached a handler of another snapshot"
+            );
             self.per_generation[self.generation].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -70,14 +76,20 @@ fn config(generation: u64) -> Config {
             name: "requests".into(),
             namespace: "istio-system".into(),
             template: "metric".into(),
-            params: Some(json_to_struct(&json!({"value": generation.to_string(), "dimensions": {"code": "response.code | 0"}}))),
+            params: Some(json_to_struct(
+                &json!({"value": generation.to_string(), "dimensions": {"code": "response.code | 0"}}),
+            )),
             ..Default::default()
         }],
         rules: vec![v2::Rule {
             name: "count".into(),
             namespace: "istio-system".into(),
             r#match: "response.code >= 0".into(),
-            actions: vec![v2::Action { handler: "count".into(), instances: vec!["requests".into()], name: String::new() }],
+            actions: vec![v2::Action {
+                handler: "count".into(),
+                instances: vec!["requests".into()],
+                name: String::new(),
+            }],
             ..Default::default()
         }],
         ..Default::default()
@@ -89,22 +101,37 @@ fn four_workers_and_a_thousand_swaps() {
     let vt = VirtualPlatform::new();
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut registry = AdapterRegistry::new();
-    registry.register(Arc::new(Counting { per_generation: counts.clone() }));
+    registry.register(Arc::new(Counting {
+        per_generation: counts.clone(),
+    }));
     let platform = vt.platform();
     let configs = [config(0), config(1)];
-    let first = compile(&configs[0], &registry, &platform, None, &CompileOptions::default()).unwrap();
+    let first = compile(
+        &configs[0],
+        &registry,
+        &platform,
+        None,
+        &CompileOptions::default(),
+    )
+    .unwrap();
     let pipeline = Pipeline::new(first, platform.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let reports_sent = Arc::new(AtomicU64::new(0));
 
     let workers: Vec<_> = (0..4)
         .map(|t| {
-            let (pipeline, stop, vt, sent) = (pipeline.clone(), stop.clone(), vt.clone(), reports_sent.clone());
+            let (pipeline, stop, vt, sent) = (
+                pipeline.clone(),
+                stop.clone(),
+                vt.clone(),
+                reports_sent.clone(),
+            );
             std::thread::spawn(move || {
                 let worker = pipeline.worker(Arc::new(vt));
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) || n < 1000 {
-                    let bag = Attributes::new().with(wk::RESPONSE_CODE, Value::Int64((n % 5) as i64 * 100 + t));
+                    let bag = Attributes::new()
+                        .with(wk::RESPONSE_CODE, Value::Int64((n % 5) as i64 * 100 + t));
                     match worker.check(&bag, |_| {}) {
                         CheckStart::Done(a) => assert!(a.is_allowed(), "{:?}", a.status),
                         CheckStart::Pending(_) => panic!("no async handler in this config"),
@@ -120,7 +147,14 @@ fn four_workers_and_a_thousand_swaps() {
 
     for i in 0..1000 {
         let prev = pipeline.snapshot();
-        let next = compile(&configs[(i + 1) % 2], &registry, &platform, Some(&prev), &CompileOptions::default()).unwrap();
+        let next = compile(
+            &configs[(i + 1) % 2],
+            &registry,
+            &platform,
+            Some(&prev),
+            &CompileOptions::default(),
+        )
+        .unwrap();
         pipeline.swap(next);
     }
     stop.store(true, Ordering::Relaxed);
@@ -128,7 +162,11 @@ fn four_workers_and_a_thousand_swaps() {
         w.join().unwrap();
     }
     let counted = counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed);
-    assert_eq!(counted, reports_sent.load(Ordering::Relaxed), "every report counted exactly once");
+    assert_eq!(
+        counted,
+        reports_sent.load(Ordering::Relaxed),
+        "every report counted exactly once"
+    );
     assert!(counts[0].load(Ordering::Relaxed) > 0 && counts[1].load(Ordering::Relaxed) > 0);
     assert_eq!(pipeline.stats().config_swaps.load(Ordering::Relaxed), 1000);
     eprintln!(

@@ -11,7 +11,10 @@ const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
 pub(crate) fn call(req: &HttpRequest) -> Result<HttpResponse, CalloutError> {
     let conn = |e: std::io::Error| {
-        if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) {
             CalloutError::Timeout
         } else {
             CalloutError::Connection(format!("{}: {e}", req.authority))
@@ -36,7 +39,9 @@ pub(crate) fn call(req: &HttpRequest) -> Result<HttpResponse, CalloutError> {
     );
     for (k, v) in &req.headers {
         if k.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
-            return Err(CalloutError::Connection(format!("header `{k}` contains a line break")));
+            return Err(CalloutError::Connection(format!(
+                "header `{k}` contains a line break"
+            )));
         }
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -44,8 +49,13 @@ pub(crate) fn call(req: &HttpRequest) -> Result<HttpResponse, CalloutError> {
     stream.write_all(head.as_bytes()).map_err(conn)?;
     stream.write_all(&req.body).map_err(conn)?;
     let mut raw = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(conn)?;
-    parse(&raw).ok_or_else(|| CalloutError::Connection(format!("{}: malformed HTTP response", req.authority)))
+    stream
+        .take(MAX_RESPONSE)
+        .read_to_end(&mut raw)
+        .map_err(conn)?;
+    parse(&raw).ok_or_else(|| {
+        CalloutError::Connection(format!("{}: malformed HTTP response", req.authority))
+    })
 }
 
 fn parse(raw: &[u8]) -> Option<HttpResponse> {
@@ -59,15 +69,26 @@ fn parse(raw: &[u8]) -> Option<HttpResponse> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = &raw[end + 4..];
-    if let Some(len) = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok()) {
+    if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
         body = body.get(..len)?;
     }
-    let body = if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+    let body = if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
         dechunk(body)?
     } else {
         body.to_vec()
     };
-    Some(HttpResponse { status, headers, body: Bytes::from(body) })
+    Some(HttpResponse {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
@@ -93,7 +114,10 @@ mod tests {
     fn parses_plain_and_chunked() {
         let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiXX").unwrap();
         assert_eq!((r.status, &r.body[..]), (200, &b"hi"[..]));
-        let r = parse(b"HTTP/1.1 404 NF\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n").unwrap();
+        let r = parse(
+            b"HTTP/1.1 404 NF\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!((r.status, &r.body[..]), (404, &b"abcd"[..]));
         assert!(parse(b"garbage").is_none());
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort").is_none());

@@ -57,8 +57,8 @@ use std::time::{Duration, Instant};
 
 use mixer_attr::Timestamp;
 use mixer_core::pal::{
-    CalloutError, CalloutHandle, Cancel, Clock, Dispatcher, GrpcCallback, GrpcRequest, HttpCallback,
-    HttpRequest, MonoTime, Platform, Task, TimerId,
+    CalloutError, CalloutHandle, Cancel, Clock, Dispatcher, GrpcCallback, GrpcRequest,
+    HttpCallback, HttpRequest, MonoTime, Platform, Task, TimerId,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -70,7 +70,9 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock { origin: Instant::now() }
+        SystemClock {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -79,7 +81,9 @@ impl Clock for SystemClock {
         MonoTime(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
     fn wall(&self) -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp::from_unix_nanos(d.as_nanos() as i128)
     }
 }
@@ -108,14 +112,21 @@ pub struct EventLoop {
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.inner.state.lock();
-        f.debug_struct("EventLoop").field("timers", &s.timers.len()).field("posted", &s.posted.len()).finish()
+        f.debug_struct("EventLoop")
+            .field("timers", &s.timers.len())
+            .field("posted", &s.posted.len())
+            .finish()
     }
 }
 
 impl Default for EventLoop {
     fn default() -> Self {
         EventLoop {
-            inner: Arc::new(Inner { clock: SystemClock::default(), state: Mutex::default(), wake: Condvar::new() }),
+            inner: Arc::new(Inner {
+                clock: SystemClock::default(),
+                state: Mutex::default(),
+                wake: Condvar::new(),
+            }),
         }
     }
 }
@@ -237,7 +248,11 @@ impl Dispatcher for EventLoop {
         TimerId(id)
     }
     fn cancel_timer(&self, id: TimerId) {
-        self.inner.state.lock().timers.retain(|(_, tid), _| *tid != id.0);
+        self.inner
+            .state
+            .lock()
+            .timers
+            .retain(|(_, tid), _| *tid != id.0);
     }
     fn post(&self, task: Task) {
         self.post_from_anywhere(task);
@@ -247,15 +262,17 @@ impl Dispatcher for EventLoop {
         self.inner.state.lock().outstanding += 1;
         let me = self.clone();
         let flag = cancelled.clone();
-        let spawned = std::thread::Builder::new().name("mixer-http".into()).spawn(move || {
-            let result = http::call(&request);
-            me.post_from_anywhere(Box::new(move || {
-                if !flag.load(Ordering::SeqCst) {
-                    done(result);
-                }
-            }));
-            me.callout_done();
-        });
+        let spawned = std::thread::Builder::new()
+            .name("mixer-http".into())
+            .spawn(move || {
+                let result = http::call(&request);
+                me.post_from_anywhere(Box::new(move || {
+                    if !flag.load(Ordering::SeqCst) {
+                        done(result);
+                    }
+                }));
+                me.callout_done();
+            });
         if spawned.is_err() {
             self.callout_done();
         }
@@ -264,7 +281,9 @@ impl Dispatcher for EventLoop {
     fn grpc(&self, request: GrpcRequest, done: GrpcCallback) -> CalloutHandle {
         let service = format!("{}/{}", request.service, request.method);
         self.post(Box::new(move || {
-            done(Err(CalloutError::Unsupported(format!("gRPC callout {service}: the std host has no gRPC client"))))
+            done(Err(CalloutError::Unsupported(format!(
+                "gRPC callout {service}: the std host has no gRPC client"
+            ))))
         }));
         CalloutHandle::new(CancelFlag(Arc::new(AtomicBool::new(false))))
     }

@@ -18,15 +18,23 @@ fn timers_and_posts_run_on_the_loop() {
     let log = Arc::new(Mutex::new(Vec::new()));
     for (ms, name) in [(30u64, "late"), (10, "early")] {
         let log = log.clone();
-        lp.schedule(Duration::from_millis(ms), Box::new(move || log.lock().push(name)));
+        lp.schedule(
+            Duration::from_millis(ms),
+            Box::new(move || log.lock().push(name)),
+        );
     }
     let cancelled = {
         let log = log.clone();
-        lp.schedule(Duration::from_millis(20), Box::new(move || log.lock().push("cancelled")))
+        lp.schedule(
+            Duration::from_millis(20),
+            Box::new(move || log.lock().push("cancelled")),
+        )
     };
     lp.cancel_timer(cancelled);
     let (lp2, log2) = (lp.clone(), log.clone());
-    std::thread::spawn(move || lp2.post(Box::new(move || log2.lock().push("posted")))).join().unwrap();
+    std::thread::spawn(move || lp2.post(Box::new(move || log2.lock().push("posted"))))
+        .join()
+        .unwrap();
     assert!(lp.run_until_idle(Duration::from_secs(5)));
     assert_eq!(*log.lock(), ["posted", "early", "late"]);
 }
@@ -68,19 +76,32 @@ fn http_callout_completes_on_the_loop() {
     assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]));
     let sent = String::from_utf8(server.join().unwrap()).unwrap();
     assert!(sent.starts_with("POST /list HTTP/1.1\r\n"), "{sent}");
-    assert!(sent.contains("x-test: 1\r\n") && sent.ends_with("ping"), "{sent}");
+    assert!(
+        sent.contains("x-test: 1\r\n") && sent.ends_with("ping"),
+        "{sent}"
+    );
 }
 
 #[test]
 fn refused_connection_and_cancel() {
     let lp = EventLoop::new();
     // A port nobody listens on: bind, learn the port, close.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let got: Arc<Mutex<Option<Result<HttpResponse, CalloutError>>>> = Arc::default();
     let g = got.clone();
-    let _h = lp.http(request(format!("127.0.0.1:{port}")), Box::new(move |r| *g.lock() = Some(r)));
+    let _h = lp.http(
+        request(format!("127.0.0.1:{port}")),
+        Box::new(move |r| *g.lock() = Some(r)),
+    );
     assert!(lp.run_until_idle(Duration::from_secs(10)));
-    assert!(matches!(got.lock().take(), Some(Err(CalloutError::Connection(_)))));
+    assert!(matches!(
+        got.lock().take(),
+        Some(Err(CalloutError::Connection(_)))
+    ));
 
     let (addr, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     let called = Arc::new(Mutex::new(false));

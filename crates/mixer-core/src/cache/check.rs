@@ -32,7 +32,11 @@ pub struct CheckCacheConfig {
 
 impl Default for CheckCacheConfig {
     fn default() -> Self {
-        CheckCacheConfig { max_entries: 10_000, shards: 16, max_shapes: 64 }
+        CheckCacheConfig {
+            max_entries: 10_000,
+            shards: 16,
+            max_shapes: 64,
+        }
     }
 }
 
@@ -80,7 +84,10 @@ pub struct CheckCache {
 
 impl std::fmt::Debug for CheckCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckCache").field("config", &self.config).field("len", &self.len()).finish()
+        f.debug_struct("CheckCache")
+            .field("config", &self.config)
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -97,7 +104,9 @@ impl CheckCache {
         CheckCache {
             config,
             shapes: ArcSwap::from_pointee(Vec::new()),
-            shards: (0..shards).map(|_| Mutex::new(LruCache::new(cap))).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
             stats: CacheStats::default(),
             generation: AtomicU64::new(0),
         }
@@ -142,7 +151,9 @@ impl CheckCache {
                 }
                 let key: &[u8] = &buf;
                 let mut shard = self.shards[shard_of(key, self.shards.len())].lock();
-                let Some(entry) = shard.get_mut(key) else { continue };
+                let Some(entry) = shard.get_mut(key) else {
+                    continue;
+                };
                 if entry.expires <= now || entry.uses_left <= 0 {
                     shard.pop(key);
                     CacheStats::inc(&self.stats.expirations);
@@ -158,7 +169,11 @@ impl CheckCache {
             }
             None
         });
-        CacheStats::inc(if found.is_some() { &self.stats.hits } else { &self.stats.misses });
+        CacheStats::inc(if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        });
         found
     }
 
@@ -191,12 +206,20 @@ impl CheckCache {
 
     /// Stores `decision` under a key from [`CheckCache::prepare`].
     pub fn insert_prepared(&self, prepared: PreparedKey, decision: Arc<Decision>, now: MonoTime) {
-        if decision.valid_use_count <= 0 || prepared.generation != self.generation.load(Ordering::SeqCst) {
+        if decision.valid_use_count <= 0
+            || prepared.generation != self.generation.load(Ordering::SeqCst)
+        {
             return;
         }
-        let Some(ttl) = decision.valid_duration.to_std().filter(|d| !d.is_zero()) else { return };
+        let Some(ttl) = decision.valid_duration.to_std().filter(|d| !d.is_zero()) else {
+            return;
+        };
         let key = prepared.key;
-        let entry = Entry { expires: now.plus(ttl), uses_left: decision.valid_use_count, decision };
+        let entry = Entry {
+            expires: now.plus(ttl),
+            uses_left: decision.valid_use_count,
+            decision,
+        };
         let mut shard = self.shards[shard_of(&key.0, self.shards.len())].lock();
         if let Some((old_key, _)) = shard.push(key.clone(), entry)
             && old_key != key

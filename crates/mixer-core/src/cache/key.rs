@@ -40,7 +40,10 @@ impl KeyShape {
                     && refs.iter().any(|o| o.attr == r.attr && o.map_key.is_some())
             })
             .collect();
-        KeyShape { refs, presence_only }
+        KeyShape {
+            refs,
+            presence_only,
+        }
     }
 
     /// Number of references.
@@ -55,7 +58,8 @@ impl KeyShape {
 
     /// The key of `bag` under this shape, or `None` when the request does not fit it.
     pub fn key(&self, shape_id: u32, bag: &dyn Bag, buf: &mut Vec<u8>) -> Option<ShapeKey> {
-        self.encode(shape_id, bag, buf).then(|| ShapeKey(buf.clone()))
+        self.encode(shape_id, bag, buf)
+            .then(|| ShapeKey(buf.clone()))
     }
 
     /// Writes the key of `bag` under this shape into `buf`; false when the request does not fit.
@@ -101,7 +105,9 @@ fn encode_str(buf: &mut Vec<u8>, s: &str) {
 fn encode_value(buf: &mut Vec<u8>, v: &Value<'_>) {
     buf.push(v.value_type() as u8);
     match v {
-        Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => encode_str(buf, s),
+        Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
+            encode_str(buf, s)
+        }
         Value::Int64(i) => buf.extend_from_slice(&i.to_le_bytes()),
         Value::Double(d) => buf.extend_from_slice(&d.to_bits().to_le_bytes()),
         Value::Bool(b) => buf.push(u8::from(*b)),

@@ -605,7 +605,9 @@ impl QuotaCache {
         let cap = NonZeroUsize::new(cfg.max_entries.div_ceil(shards)).unwrap_or(NonZeroUsize::MIN);
         QuotaCache {
             cfg,
-            entries: (0..shards).map(|_| Mutex::new(LruCache::new(cap))).collect(),
+            entries: (0..shards)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
             next_entry: AtomicU64::new(1),
             stats: QuotaCacheStats::default(),
         }

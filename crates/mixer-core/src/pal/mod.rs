@@ -24,7 +24,10 @@ pub struct MonoTime(pub u64);
 impl MonoTime {
     /// `self + d`, saturating.
     pub fn plus(self, d: std::time::Duration) -> MonoTime {
-        MonoTime(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+        MonoTime(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 
     /// Time elapsed from `earlier` to `self` (zero if `earlier` is later).
@@ -153,7 +156,9 @@ pub struct ThreadExecutor;
 impl BackgroundExecutor for ThreadExecutor {
     fn spawn(&self, name: &str, task: Task) {
         // If the OS refuses a thread the task is dropped; adapters treat that like a dead backend.
-        let _ = std::thread::Builder::new().name(name.to_string()).spawn(task);
+        let _ = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(task);
     }
 }
 
@@ -171,7 +176,11 @@ impl Platform {
     /// A platform whose clock and main dispatcher are `dispatcher`, with the thread-per-task
     /// background executor.
     pub fn on(dispatcher: Arc<dyn Dispatcher>, clock: Arc<dyn Clock>) -> Platform {
-        Platform { clock, dispatcher, background: Arc::new(ThreadExecutor) }
+        Platform {
+            clock,
+            dispatcher,
+            background: Arc::new(ThreadExecutor),
+        }
     }
 }
 

@@ -168,16 +168,27 @@ impl VirtualPlatform {
 
     /// Takes out callout `id` if it is of the wanted kind, turns it into its completion, cancels
     /// its timeout and runs the completion through the post queue.
-    fn answer(&self, id: CalloutId, http: bool, complete: impl FnOnce(Pending) -> Option<(Task, TimerId)>) -> bool {
+    fn answer(
+        &self,
+        id: CalloutId,
+        http: bool,
+        complete: impl FnOnce(Pending) -> Option<(Task, TimerId)>,
+    ) -> bool {
         let pending = {
             let mut s = self.state.lock();
             let wanted = matches!(
                 (s.callouts.get(&id.0), http),
                 (Some(Pending::Http(..)), true) | (Some(Pending::Grpc(..)), false)
             );
-            if wanted { s.callouts.remove(&id.0) } else { None }
+            if wanted {
+                s.callouts.remove(&id.0)
+            } else {
+                None
+            }
         };
-        let Some((task, timer)) = pending.and_then(complete) else { return false };
+        let Some((task, timer)) = pending.and_then(complete) else {
+            return false;
+        };
         self.cancel_timer(timer);
         self.post(task);
         self.run_posted();
@@ -255,7 +266,10 @@ impl Dispatcher for VirtualPlatform {
         let me = self.clone();
         let timer = Self::schedule_locked(&mut s, timeout, Box::new(move || me.time_out(id)));
         s.callouts.insert(id, Pending::Http(request, done, timer));
-        CalloutHandle::new(CancelCallout { platform: self.clone(), id })
+        CalloutHandle::new(CancelCallout {
+            platform: self.clone(),
+            id,
+        })
     }
     fn grpc(&self, request: GrpcRequest, done: GrpcCallback) -> CalloutHandle {
         let timeout = request.timeout;
@@ -264,7 +278,10 @@ impl Dispatcher for VirtualPlatform {
         let me = self.clone();
         let timer = Self::schedule_locked(&mut s, timeout, Box::new(move || me.time_out(id)));
         s.callouts.insert(id, Pending::Grpc(request, done, timer));
-        CalloutHandle::new(CancelCallout { platform: self.clone(), id })
+        CalloutHandle::new(CancelCallout {
+            platform: self.clone(),
+            id,
+        })
     }
 }
 
@@ -323,7 +340,11 @@ mod tests {
         let mk = |name: &'static str| {
             let l = l.clone();
             Box::new(move |r: Result<HttpResponse, CalloutError>| {
-                l.lock().push(format!("{name}:{}", r.map(|r| r.status.to_string()).unwrap_or_else(|e| e.to_string())))
+                l.lock().push(format!(
+                    "{name}:{}",
+                    r.map(|r| r.status.to_string())
+                        .unwrap_or_else(|e| e.to_string())
+                ))
             }) as HttpCallback
         };
         let _a = p.http(req(100), mk("a"));
@@ -331,10 +352,19 @@ mod tests {
         let c = p.http(req(100), mk("c"));
         let ids: Vec<_> = p.http_requests().into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids.len(), 3);
-        let ok = |s| Ok(HttpResponse { status: s, headers: vec![], body: Bytes::new() });
+        let ok = |s| {
+            Ok(HttpResponse {
+                status: s,
+                headers: vec![],
+                body: Bytes::new(),
+            })
+        };
         assert!(p.respond_http(ids[1], ok(200)));
         c.cancel();
-        assert!(!p.respond_http(ids[2], ok(500)), "cancelled callouts cannot be answered");
+        assert!(
+            !p.respond_http(ids[2], ok(500)),
+            "cancelled callouts cannot be answered"
+        );
         p.advance(Duration::from_millis(100));
         assert_eq!(*l.lock(), ["b:200", "a:callout timed out"]);
         assert!(!p.respond_http(ids[0], ok(200)), "timed out already");
@@ -345,7 +375,10 @@ mod tests {
         let p = VirtualPlatform::new();
         let w0 = p.wall();
         p.advance(Duration::from_secs(2));
-        assert_eq!(p.wall().duration_since(w0), Some(mixer_attr::Duration::from_secs(2)));
+        assert_eq!(
+            p.wall().duration_since(w0),
+            Some(mixer_attr::Duration::from_secs(2))
+        );
         assert_eq!(p.monotonic(), MonoTime(2_000_000_000));
     }
 

@@ -57,7 +57,8 @@ impl Names {
         self.known.push(format!("{name}.{namespace}"));
         self.aliases.insert(format!("{name}.{namespace}"), index);
         for kind in kinds {
-            self.aliases.insert(format!("{name}.{kind}.{namespace}"), index);
+            self.aliases
+                .insert(format!("{name}.{kind}.{namespace}"), index);
         }
     }
 
@@ -72,7 +73,11 @@ impl Names {
         let mut k = self.known.clone();
         k.sort();
         k.truncate(8);
-        if k.is_empty() { "none are defined".to_string() } else { format!("known: {}", k.join(", ")) }
+        if k.is_empty() {
+            "none are defined".to_string()
+        } else {
+            format!("known: {}", k.join(", "))
+        }
     }
 }
 
@@ -81,7 +86,9 @@ fn object(kind: &str, namespace: &str, name: &str) -> String {
 }
 
 fn value_type(v: i32) -> Option<ValueType> {
-    v2::ValueType::try_from(v).ok().and_then(|t| t.as_str_name().parse().ok())
+    v2::ValueType::try_from(v)
+        .ok()
+        .and_then(|t| t.as_str_name().parse().ok())
 }
 
 fn type_fits(field: ValueType, expr: ValueType) -> bool {
@@ -121,7 +128,11 @@ pub fn compile(
                 )),
                 Some(ty) => {
                     if let Err(e) = vocabulary.declare(name, ty) {
-                        errors.push(ConfigError::new(&obj, format!("attributes.{name}"), e.to_string()));
+                        errors.push(ConfigError::new(
+                            &obj,
+                            format!("attributes.{name}"),
+                            e.to_string(),
+                        ));
                     }
                 }
             }
@@ -145,16 +156,33 @@ pub fn compile(
             errors.push(ConfigError::new(
                 &obj,
                 "template",
-                format!("unknown template `{}` (known: {})", msg.template, known.join(", ")),
+                format!(
+                    "unknown template `{}` (known: {})",
+                    msg.template,
+                    known.join(", ")
+                ),
             ));
-            failed_instances.add(&msg.name, &msg.namespace, &["instance", msg.template.as_str()], 0);
+            failed_instances.add(
+                &msg.name,
+                &msg.namespace,
+                &["instance", msg.template.as_str()],
+                0,
+            );
             continue;
         };
         instance_names.add(&msg.name, &msg.namespace, &["instance", tmpl.name], index);
-        let params = msg.params.as_ref().map(struct_to_json).unwrap_or(serde_json::Value::Null);
+        let params = msg
+            .params
+            .as_ref()
+            .map(struct_to_json)
+            .unwrap_or(serde_json::Value::Null);
         let mut flat = Vec::new();
         if let Err(path) = flatten(&params, "", &mut flat) {
-            errors.push(ConfigError::new(&obj, format!("params.{path}"), "lists are not valid instance params"));
+            errors.push(ConfigError::new(
+                &obj,
+                format!("params.{path}"),
+                "lists are not valid instance params",
+            ));
         }
         let mut fields = Vec::new();
         let mut ok = true;
@@ -171,7 +199,11 @@ pub fn compile(
             };
             match mixer_expr::compile(&source, &vocabulary) {
                 Err(e) => {
-                    errors.push(ConfigError::new(&obj, field_name, format!("expression `{source}`: {e}")));
+                    errors.push(ConfigError::new(
+                        &obj,
+                        field_name,
+                        format!("expression `{source}`: {e}"),
+                    ));
                     ok = false;
                 }
                 Ok(expr) => {
@@ -190,7 +222,10 @@ pub fn compile(
                         ));
                         ok = false;
                     }
-                    fields.push(CompiledField { path: path.into(), expr });
+                    fields.push(CompiledField {
+                        path: path.into(),
+                        expr,
+                    });
                 }
             }
         }
@@ -216,7 +251,10 @@ pub fn compile(
         let adapter = registry.get(&msg.adapter).cloned();
         if adapter.is_none() {
             if options.skip_unknown_adapters {
-                warnings.push(format!("{obj}: adapter `{}` is not in this build; handler skipped", msg.adapter));
+                warnings.push(format!(
+                    "{obj}: adapter `{}` is not in this build; handler skipped",
+                    msg.adapter
+                ));
             } else {
                 errors.push(ConfigError::new(
                     &obj,
@@ -229,8 +267,18 @@ pub fn compile(
                 ));
             }
         }
-        handler_names.add(&msg.name, &msg.namespace, &["handler", msg.adapter.as_str()], pending.len());
-        pending.push(PendingHandler { msg, adapter, instances: Vec::new(), referenced: false });
+        handler_names.add(
+            &msg.name,
+            &msg.namespace,
+            &["handler", msg.adapter.as_str()],
+            pending.len(),
+        );
+        pending.push(PendingHandler {
+            msg,
+            adapter,
+            instances: Vec::new(),
+            referenced: false,
+        });
     }
 
     // 4. Rules.
@@ -248,14 +296,22 @@ pub fn compile(
         } else {
             match mixer_expr::compile(&msg.r#match, &vocabulary) {
                 Err(e) => {
-                    errors.push(ConfigError::new(&obj, "match", format!("expression `{}`: {e}", msg.r#match)));
+                    errors.push(ConfigError::new(
+                        &obj,
+                        "match",
+                        format!("expression `{}`: {e}", msg.r#match),
+                    ));
                     None
                 }
                 Ok(expr) if expr.result_type() != ValueType::Bool => {
                     errors.push(ConfigError::new(
                         &obj,
                         "match",
-                        format!("expression `{}` is {}, not BOOL", msg.r#match, expr.result_type()),
+                        format!(
+                            "expression `{}` is {}, not BOOL",
+                            msg.r#match,
+                            expr.result_type()
+                        ),
                     ));
                     None
                 }
@@ -274,14 +330,22 @@ pub fn compile(
             };
             let adapter = pending[h].adapter.clone();
             if action.instances.is_empty() {
-                errors.push(ConfigError::new(&obj, format!("actions[{ai}].instances"), "an action needs at least one instance"));
+                errors.push(ConfigError::new(
+                    &obj,
+                    format!("actions[{ai}].instances"),
+                    "an action needs at least one instance",
+                ));
             }
             let mut by_variety: Vec<(Variety, Vec<usize>)> = Vec::new();
             for (ii, iname) in action.instances.iter().enumerate() {
                 let field = format!("actions[{ai}].instances[{ii}]");
                 let Some(i) = instance_names.resolve(iname, &msg.namespace) else {
                     if failed_instances.resolve(iname, &msg.namespace).is_none() {
-                        errors.push(ConfigError::new(&obj, field, format!("no instance `{iname}` ({})", instance_names.hint())));
+                        errors.push(ConfigError::new(
+                            &obj,
+                            field,
+                            format!("no instance `{iname}` ({})", instance_names.hint()),
+                        ));
                     }
                     continue;
                 };
@@ -310,85 +374,148 @@ pub fn compile(
                 }
             }
             if adapter.is_none() {
-                warnings.push(format!("{obj}: action {ai} dropped: handler `{}` was skipped", action.handler));
+                warnings.push(format!(
+                    "{obj}: action {ai} dropped: handler `{}` was skipped",
+                    action.handler
+                ));
                 continue;
             }
             pending[h].referenced = true;
             let name = (!action.name.is_empty()).then(|| Arc::from(action.name.as_str()));
             for (variety, list) in by_variety {
-                actions.push(RawAction { name: name.clone(), handler: h, instances: list, variety });
+                actions.push(RawAction {
+                    name: name.clone(),
+                    handler: h,
+                    instances: list,
+                    variety,
+                });
             }
         }
-        let mut header_ops = |ops: &[v2::RuleHeaderOperation], which: &str| -> Vec<CompiledHeaderOp> {
-            let mut out = Vec::new();
-            for (oi, op) in ops.iter().enumerate() {
-                let kind = match v2::rule_header_operation::Operation::try_from(op.operation) {
-                    Ok(v2::rule_header_operation::Operation::Replace) => HeaderOpKind::Replace,
-                    Ok(v2::rule_header_operation::Operation::Remove) => HeaderOpKind::Remove,
-                    Ok(v2::rule_header_operation::Operation::Append) => HeaderOpKind::Append,
-                    Err(_) => {
-                        errors.push(ConfigError::new(&obj, format!("{which}[{oi}].operation"), "unknown operation"));
-                        continue;
-                    }
-                };
-                if op.name.is_empty() {
-                    errors.push(ConfigError::new(&obj, format!("{which}[{oi}].name"), "a header operation needs a header name"));
-                }
-                let mut values = Vec::new();
-                for (vi, src) in op.values.iter().enumerate() {
-                    match mixer_expr::compile(src, &vocabulary) {
-                        Ok(e) => values.push(e),
-                        Err(e) => errors.push(ConfigError::new(
+        let mut header_ops =
+            |ops: &[v2::RuleHeaderOperation], which: &str| -> Vec<CompiledHeaderOp> {
+                let mut out = Vec::new();
+                for (oi, op) in ops.iter().enumerate() {
+                    let kind = match v2::rule_header_operation::Operation::try_from(op.operation) {
+                        Ok(v2::rule_header_operation::Operation::Replace) => HeaderOpKind::Replace,
+                        Ok(v2::rule_header_operation::Operation::Remove) => HeaderOpKind::Remove,
+                        Ok(v2::rule_header_operation::Operation::Append) => HeaderOpKind::Append,
+                        Err(_) => {
+                            errors.push(ConfigError::new(
+                                &obj,
+                                format!("{which}[{oi}].operation"),
+                                "unknown operation",
+                            ));
+                            continue;
+                        }
+                    };
+                    if op.name.is_empty() {
+                        errors.push(ConfigError::new(
                             &obj,
-                            format!("{which}[{oi}].values[{vi}]"),
-                            format!("expression `{src}`: {e}"),
-                        )),
+                            format!("{which}[{oi}].name"),
+                            "a header operation needs a header name",
+                        ));
                     }
+                    let mut values = Vec::new();
+                    for (vi, src) in op.values.iter().enumerate() {
+                        match mixer_expr::compile(src, &vocabulary) {
+                            Ok(e) => values.push(e),
+                            Err(e) => errors.push(ConfigError::new(
+                                &obj,
+                                format!("{which}[{oi}].values[{vi}]"),
+                                format!("expression `{src}`: {e}"),
+                            )),
+                        }
+                    }
+                    out.push(CompiledHeaderOp {
+                        name: op.name.to_ascii_lowercase().into(),
+                        values,
+                        kind,
+                    });
                 }
-                out.push(CompiledHeaderOp { name: op.name.to_ascii_lowercase().into(), values, kind });
-            }
-            out
-        };
-        let request_header_ops = header_ops(&msg.request_header_operations, "requestHeaderOperations");
-        let response_header_ops = header_ops(&msg.response_header_operations, "responseHeaderOperations");
-        let namespace_scope = (!msg.namespace.is_empty() && msg.namespace != options.root_namespace)
+                out
+            };
+        let request_header_ops =
+            header_ops(&msg.request_header_operations, "requestHeaderOperations");
+        let response_header_ops =
+            header_ops(&msg.response_header_operations, "responseHeaderOperations");
+        let namespace_scope = (!msg.namespace.is_empty()
+            && msg.namespace != options.root_namespace)
             .then(|| Arc::from(msg.namespace.as_str()));
         let fault = msg.fault.as_ref().and_then(|f| {
             if !(0.0..=100.0).contains(&f.percentage) || f.percentage.is_nan() {
-                errors.push(ConfigError::new(&obj, "fault.percentage", "must be between 0 and 100"));
+                errors.push(ConfigError::new(
+                    &obj,
+                    "fault.percentage",
+                    "must be between 0 and 100",
+                ));
                 return None;
             }
             if !(0..=16).contains(&f.error_code) {
-                errors.push(ConfigError::new(&obj, "fault.errorCode", "must be a google.rpc code (0-16)"));
+                errors.push(ConfigError::new(
+                    &obj,
+                    "fault.errorCode",
+                    "must be a google.rpc code (0-16)",
+                ));
                 return None;
             }
-            let delay = f.delay.and_then(|d| std::time::Duration::try_from(d).ok()).filter(|d| !d.is_zero());
+            let delay = f
+                .delay
+                .and_then(|d| std::time::Duration::try_from(d).ok())
+                .filter(|d| !d.is_zero());
             let status = (f.error_code != 0).then(|| {
-                let message =
-                    if f.error_message.is_empty() { "fault injected".to_string() } else { f.error_message.clone() };
+                let message = if f.error_message.is_empty() {
+                    "fault injected".to_string()
+                } else {
+                    f.error_message.clone()
+                };
                 crate::status::Status::new(crate::status::Code(f.error_code), message)
             });
-            (f.percentage > 0.0 && (status.is_some() || delay.is_some()))
-                .then_some(super::Fault { fraction: f.percentage / 100.0, status, delay })
+            (f.percentage > 0.0 && (status.is_some() || delay.is_some())).then_some(super::Fault {
+                fraction: f.percentage / 100.0,
+                status,
+                delay,
+            })
         });
-        raw_rules.push((obj, predicate, namespace_scope, actions, request_header_ops, response_header_ops, msg.experimental, fault));
+        raw_rules.push((
+            obj,
+            predicate,
+            namespace_scope,
+            actions,
+            request_header_ops,
+            response_header_ops,
+            msg.experimental,
+            fault,
+        ));
     }
 
     // 5. Build the handlers rules refer to (or keep unchanged ones from the previous snapshot).
     let mut handler_index: HashMap<usize, usize> = HashMap::new();
     let mut handlers = Vec::new();
     for (pi, p) in pending.iter().enumerate() {
-        let (Some(adapter), true) = (&p.adapter, p.referenced) else { continue };
-        if p.instances.iter().any(|i| !instance_ok.get(*i).copied().unwrap_or(false)) {
+        let (Some(adapter), true) = (&p.adapter, p.referenced) else {
+            continue;
+        };
+        if p.instances
+            .iter()
+            .any(|i| !instance_ok.get(*i).copied().unwrap_or(false))
+        {
             continue; // errors already reported on the instance
         }
         let obj = object("handler", &p.msg.namespace, &p.msg.name);
         let name: Arc<str> = format!("{}.{}", p.msg.name, p.msg.namespace).into();
-        let params = p.msg.params.as_ref().map(struct_to_json).unwrap_or(serde_json::Value::Object(Default::default()));
-        let handler_instances: Vec<Arc<CompiledInstance>> = p.instances.iter().map(|i| instances[*i].clone()).collect();
+        let params = p
+            .msg
+            .params
+            .as_ref()
+            .map(struct_to_json)
+            .unwrap_or(serde_json::Value::Object(Default::default()));
+        let handler_instances: Vec<Arc<CompiledInstance>> =
+            p.instances.iter().map(|i| instances[*i].clone()).collect();
         let fingerprint = fingerprint(adapter.name(), &params, &handler_instances);
         let failure_policy = match p.msg.dispatch.as_ref().map(|d| d.failure_policy) {
-            Some(x) if x == v2::dispatch_controls::FailurePolicy::FailOpen as i32 => FailurePolicy::FailOpen,
+            Some(x) if x == v2::dispatch_controls::FailurePolicy::FailOpen as i32 => {
+                FailurePolicy::FailOpen
+            }
             _ => FailurePolicy::FailClose,
         };
         let kept = previous
@@ -398,11 +525,19 @@ pub fn compile(
         let handler = match kept {
             Some(h) => h,
             None => {
-                let cfg = HandlerConfig { name: &name, params: &params, instances: &handler_instances, platform };
+                let cfg = HandlerConfig {
+                    name: &name,
+                    params: &params,
+                    instances: &handler_instances,
+                    platform,
+                };
                 match adapter.build(&cfg) {
                     Ok(h) => h,
                     Err(e) => {
-                        let field = e.field.map(|f| format!("params.{f}")).unwrap_or_else(|| "params".to_string());
+                        let field = e
+                            .field
+                            .map(|f| format!("params.{f}"))
+                            .unwrap_or_else(|| "params".to_string());
                         errors.push(ConfigError::new(&obj, field, e.message));
                         continue;
                     }
@@ -417,7 +552,10 @@ pub fn compile(
             .and_then(|d| std::time::Duration::try_from(d).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(super::DEFAULT_HANDLER_TIMEOUT);
-        let settings = crate::dispatch::DispatchSettings { seed: options.report_seed, log: &options.dispatch_log };
+        let settings = crate::dispatch::DispatchSettings {
+            seed: options.report_seed,
+            log: &options.dispatch_log,
+        };
         let report_dispatch = match crate::dispatch::ReportDispatch::new(
             name.clone(),
             handler.clone(),
@@ -428,7 +566,11 @@ pub fn compile(
         ) {
             Ok(d) => d,
             Err(e) => {
-                errors.push(ConfigError::new(&obj, format!("dispatch.{}", e.field), e.message));
+                errors.push(ConfigError::new(
+                    &obj,
+                    format!("dispatch.{}", e.field),
+                    e.message,
+                ));
                 continue;
             }
         };
@@ -448,7 +590,10 @@ pub fn compile(
     for (pi, p) in pending.iter().enumerate() {
         if p.adapter.is_some() && !p.referenced {
             let _ = pi;
-            warnings.push(format!("{}: no rule uses this handler", object("handler", &p.msg.namespace, &p.msg.name)));
+            warnings.push(format!(
+                "{}: no rule uses this handler",
+                object("handler", &p.msg.namespace, &p.msg.name)
+            ));
         }
     }
 
@@ -460,7 +605,17 @@ pub fn compile(
 
     let mut rules = Vec::new();
     let mut guards = Vec::new();
-    for (name, predicate, namespace_scope, actions, request_header_ops, response_header_ops, experimental, fault) in raw_rules {
+    for (
+        name,
+        predicate,
+        namespace_scope,
+        actions,
+        request_header_ops,
+        response_header_ops,
+        experimental,
+        fault,
+    ) in raw_rules
+    {
         guards.push(
             predicate
                 .as_ref()
@@ -481,8 +636,14 @@ pub fn compile(
             fault,
         };
         for a in actions {
-            let Some(&handler) = handler_index.get(&a.handler) else { continue };
-            let compiled = CompiledAction { name: a.name, handler, instances: a.instances };
+            let Some(&handler) = handler_index.get(&a.handler) else {
+                continue;
+            };
+            let compiled = CompiledAction {
+                name: a.name,
+                handler,
+                instances: a.instances,
+            };
             match a.variety {
                 Variety::Check => rule.check_actions.push(compiled),
                 Variety::Quota => rule.quota_actions.push(compiled),
@@ -495,15 +656,32 @@ pub fn compile(
     }
     let destination_namespace = vocabulary.lookup("destination.namespace");
     let rule_index = super::index::RuleIndex::build(&guards);
-    Ok(Snapshot { vocabulary, handlers, instances, rules, quota_specs, rule_index, warnings, destination_namespace })
+    Ok(Snapshot {
+        vocabulary,
+        handlers,
+        instances,
+        rules,
+        quota_specs,
+        rule_index,
+        warnings,
+        destination_namespace,
+    })
 }
 
-fn fingerprint(adapter: &str, params: &serde_json::Value, instances: &[Arc<CompiledInstance>]) -> String {
+fn fingerprint(
+    adapter: &str,
+    params: &serde_json::Value,
+    instances: &[Arc<CompiledInstance>],
+) -> String {
     let mut s = format!("{adapter}\n{params}\n");
     let mut names: Vec<String> = instances
         .iter()
         .map(|i| {
-            let fields: Vec<String> = i.fields.iter().map(|f| format!("{}={}", f.path, f.expr.source())).collect();
+            let fields: Vec<String> = i
+                .fields
+                .iter()
+                .map(|f| format!("{}={}", f.path, f.expr.source()))
+                .collect();
             format!("{}:{}:{}", i.name, i.template.name, fields.join(";"))
         })
         .collect();

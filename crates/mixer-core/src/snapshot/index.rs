@@ -22,7 +22,9 @@ pub(crate) struct Guard {
 
 fn lit_str(e: &Expr) -> Option<&str> {
     match e {
-        Expr::Lit { value: Lit::Str(s), .. } => Some(s),
+        Expr::Lit {
+            value: Lit::Str(s), ..
+        } => Some(s),
         _ => None,
     }
 }
@@ -53,15 +55,27 @@ pub(crate) fn guard_of(predicate: &str, vocab: &Vocabulary) -> Option<Guard> {
 
 fn find_guard(e: &Expr, vocab: &Vocabulary) -> Option<Guard> {
     match e {
-        Expr::Binary { op: BinaryOp::LAnd, lhs, rhs, .. } => {
-            find_guard(lhs, vocab).or_else(|| find_guard(rhs, vocab))
-        }
-        Expr::Binary { op: BinaryOp::Eq, lhs, rhs, .. } => {
+        Expr::Binary {
+            op: BinaryOp::LAnd,
+            lhs,
+            rhs,
+            ..
+        } => find_guard(lhs, vocab).or_else(|| find_guard(rhs, vocab)),
+        Expr::Binary {
+            op: BinaryOp::Eq,
+            lhs,
+            rhs,
+            ..
+        } => {
             let (sel, value) = match (selector(lhs, vocab), lit_str(rhs)) {
                 (Some(sel), Some(v)) => (sel, v),
                 _ => (selector(rhs, vocab)?, lit_str(lhs)?),
             };
-            Some(Guard { attr: sel.0, map_key: sel.1, value: value.to_string() })
+            Some(Guard {
+                attr: sel.0,
+                map_key: sel.1,
+                value: value.to_string(),
+            })
         }
         _ => None,
     }
@@ -86,19 +100,35 @@ impl RuleIndex {
     /// Files `rules` (one optional guard each, in rule order).
     pub(crate) fn build(guards: &[Option<Guard>]) -> RuleIndex {
         let words = guards.len().div_ceil(64);
-        let mut index = RuleIndex { words, always: vec![0; words], selectors: Vec::new() };
+        let mut index = RuleIndex {
+            words,
+            always: vec![0; words],
+            selectors: Vec::new(),
+        };
         for (i, g) in guards.iter().enumerate() {
             match g {
                 None => index.always[i / 64] |= 1 << (i % 64),
                 Some(g) => {
-                    let pos = match index.selectors.iter().position(|s| s.attr == g.attr && s.map_key == g.map_key) {
+                    let pos = match index
+                        .selectors
+                        .iter()
+                        .position(|s| s.attr == g.attr && s.map_key == g.map_key)
+                    {
                         Some(p) => p,
                         None => {
-                            index.selectors.push(Selector { attr: g.attr, map_key: g.map_key.clone(), by_value: HashMap::new() });
+                            index.selectors.push(Selector {
+                                attr: g.attr,
+                                map_key: g.map_key.clone(),
+                                by_value: HashMap::new(),
+                            });
                             index.selectors.len() - 1
                         }
                     };
-                    index.selectors[pos].by_value.entry(g.value.clone()).or_default().push(i);
+                    index.selectors[pos]
+                        .by_value
+                        .entry(g.value.clone())
+                        .or_default()
+                        .push(i);
                 }
             }
         }
@@ -107,7 +137,11 @@ impl RuleIndex {
 
     /// Number of rules filed under a guard.
     pub fn indexed_rules(&self) -> usize {
-        self.selectors.iter().flat_map(|s| s.by_value.values()).map(Vec::len).sum()
+        self.selectors
+            .iter()
+            .flat_map(|s| s.by_value.values())
+            .map(Vec::len)
+            .sum()
     }
 
     /// Fills `out` with the candidate rules of the request in `bag` (a bitset in rule order),
@@ -160,10 +194,17 @@ mod tests {
     #[test]
     fn guards_come_from_top_level_conjunctions() {
         let v = Vocabulary::istio();
-        let g = guard_of(r#"request.path == "/x" && destination.service.name == "reviews""#, &v).unwrap();
+        let g = guard_of(
+            r#"request.path == "/x" && destination.service.name == "reviews""#,
+            &v,
+        )
+        .unwrap();
         assert_eq!((g.attr, g.value.as_str()), (wk::REQUEST_PATH, "/x"));
         let g = guard_of(r#""ratings" == destination.labels["app"]"#, &v).unwrap();
-        assert_eq!((g.attr, g.map_key.as_deref(), g.value.as_str()), (wk::DESTINATION_LABELS, Some("app"), "ratings"));
+        assert_eq!(
+            (g.attr, g.map_key.as_deref(), g.value.as_str()),
+            (wk::DESTINATION_LABELS, Some("app"), "ratings")
+        );
         for unguarded in [
             r#"a == "b" || destination.service.name == "x""#,
             r#"(destination.labels["app"] | "unknown") == "ratings""#,
@@ -200,7 +241,11 @@ mod tests {
         assert_eq!(each_candidate(&bits).collect::<Vec<_>>(), [0, 1, 3, 4]);
         assert_eq!(
             refs.to_strings(&v),
-            ["destination.service.name", "destination.labels", "destination.labels[app]"]
+            [
+                "destination.service.name",
+                "destination.labels",
+                "destination.labels[app]"
+            ]
         );
         index.candidates(&Attributes::new(), &mut refs, &mut bits);
         assert_eq!(each_candidate(&bits).collect::<Vec<_>>(), [1]);

@@ -20,7 +20,7 @@ use mixer_expr::Expression;
 use crate::adapter::Handler;
 use crate::instance::CompiledInstance;
 
-pub use compile::{compile, CompileOptions};
+pub use compile::{CompileOptions, compile};
 pub use mixer_proto::v2::Config;
 pub use params::{json_to_struct, struct_to_json};
 pub use quota_spec::QuotaSpecs;
@@ -40,7 +40,12 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about `field` of `object` (`kind/namespace/name`).
     pub fn new(object: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { object: object.to_string(), field: field.into(), message: message.into(), location: None }
+        ConfigError {
+            object: object.to_string(),
+            field: field.into(),
+            message: message.into(),
+            location: None,
+        }
     }
 
     /// The same error at `file:line:column`.

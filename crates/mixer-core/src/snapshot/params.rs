@@ -6,14 +6,22 @@ use serde_json::Value as Json;
 
 /// Converts a protobuf `Struct` to a JSON object (integral numbers become JSON integers).
 pub fn struct_to_json(s: &prost_types::Struct) -> Json {
-    Json::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    Json::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 /// Converts a JSON object to a protobuf `Struct` (non-objects give an empty `Struct`).
 pub fn json_to_struct(j: &Json) -> prost_types::Struct {
     match j {
         Json::Object(map) => prost_types::Struct {
-            fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+            fields: map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
         },
         _ => prost_types::Struct::default(),
     }
@@ -25,7 +33,9 @@ fn json_to_value(j: &Json) -> prost_types::Value {
         Json::Bool(b) => Kind::BoolValue(*b),
         Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Json::String(s) => Kind::StringValue(s.clone()),
-        Json::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() }),
+        Json::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
         Json::Object(_) => Kind::StructValue(json_to_struct(j)),
     };
     prost_types::Value { kind: Some(kind) }
@@ -38,7 +48,9 @@ fn value_to_json(v: &prost_types::Value) -> Json {
             if n.fract() == 0.0 && n.abs() < 9.0e15 {
                 Json::from(*n as i64)
             } else {
-                serde_json::Number::from_f64(*n).map(Json::Number).unwrap_or(Json::Null)
+                serde_json::Number::from_f64(*n)
+                    .map(Json::Number)
+                    .unwrap_or(Json::Null)
             }
         }
         Some(Kind::StringValue(s)) => Json::String(s.clone()),
@@ -51,11 +63,19 @@ fn value_to_json(v: &prost_types::Value) -> Json {
 /// Flattens instance params into `(dotted path, expression text)` pairs. Strings are expressions;
 /// numbers and booleans are constant expressions; nulls are skipped. Lists are an error (no
 /// template field is a list), reported with their path.
-pub(crate) fn flatten(params: &Json, prefix: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
+pub(crate) fn flatten(
+    params: &Json,
+    prefix: &str,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), String> {
     match params {
         Json::Object(map) => {
             for (k, v) in map {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(v, &path, out)?;
             }
             Ok(())
@@ -91,21 +111,42 @@ mod tests {
         assert_eq!(
             out,
             [
-                ("dimensions.code".to_string(), "response.code | 200".to_string()),
+                (
+                    "dimensions.code".to_string(),
+                    "response.code | 200".to_string()
+                ),
                 ("dimensions.n".to_string(), "3".to_string()),
                 ("value".to_string(), "1".to_string())
             ]
         );
-        assert_eq!(flatten(&json!({"a": {"b": [1]}}), "", &mut out), Err("a.b".to_string()));
+        assert_eq!(
+            flatten(&json!({"a": {"b": [1]}}), "", &mut out),
+            Err("a.b".to_string())
+        );
     }
 
     #[test]
     fn struct_converts_to_json() {
         let s = prost_types::Struct {
             fields: [
-                ("n".to_string(), prost_types::Value { kind: Some(Kind::NumberValue(2.0)) }),
-                ("f".to_string(), prost_types::Value { kind: Some(Kind::NumberValue(0.5)) }),
-                ("s".to_string(), prost_types::Value { kind: Some(Kind::StringValue("x".into())) }),
+                (
+                    "n".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::NumberValue(2.0)),
+                    },
+                ),
+                (
+                    "f".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::NumberValue(0.5)),
+                    },
+                ),
+                (
+                    "s".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::StringValue("x".into())),
+                    },
+                ),
             ]
             .into_iter()
             .collect(),

@@ -51,7 +51,11 @@ pub(crate) struct CompiledQuotaSpec {
 #[derive(Debug)]
 enum ServiceMatch {
     All,
-    Service { name: String, namespace: String, host: String },
+    Service {
+        name: String,
+        namespace: String,
+        host: String,
+    },
 }
 
 #[derive(Debug)]
@@ -73,13 +77,22 @@ pub struct QuotaSpecs {
 fn string_of<'a>(v: &'a Value<'a>) -> Option<std::borrow::Cow<'a, str>> {
     match v {
         Value::StringMap(_) => None,
-        other => Some(other.as_str().map(std::borrow::Cow::Borrowed).unwrap_or_else(|| other.to_string().into())),
+        other => Some(
+            other
+                .as_str()
+                .map(std::borrow::Cow::Borrowed)
+                .unwrap_or_else(|| other.to_string().into()),
+        ),
     }
 }
 
 impl QuotaSpecs {
     /// Compiles the specs and bindings of `config`; problems are appended to `errors`.
-    pub(crate) fn compile(config: &v2::Config, vocab: &Vocabulary, errors: &mut Vec<ConfigError>) -> QuotaSpecs {
+    pub(crate) fn compile(
+        config: &v2::Config,
+        vocab: &Vocabulary,
+        errors: &mut Vec<ConfigError>,
+    ) -> QuotaSpecs {
         let mut out = QuotaSpecs {
             dest_name: vocab.lookup("destination.service.name"),
             dest_namespace: vocab.lookup("destination.service.namespace"),
@@ -96,31 +109,57 @@ impl QuotaSpecs {
                     for (name, m) in &clause.clause {
                         let field = format!("rules[{ri}].match[{ci}].clause.{name}");
                         let (attr_name, map_key) = match name.split_once('[') {
-                            Some((a, rest)) => (a, Some(rest.trim_end_matches(']').trim_matches('"').to_string())),
+                            Some((a, rest)) => (
+                                a,
+                                Some(rest.trim_end_matches(']').trim_matches('"').to_string()),
+                            ),
                             None => (name.as_str(), None),
                         };
                         let Some(attr) = vocab.lookup(attr_name) else {
-                            errors.push(ConfigError::new(&obj, field, format!("unknown attribute `{attr_name}`")));
+                            errors.push(ConfigError::new(
+                                &obj,
+                                field,
+                                format!("unknown attribute `{attr_name}`"),
+                            ));
                             continue;
                         };
                         let matcher = match &m.match_type {
-                            Some(v2::string_match::MatchType::Exact(s)) => Matcher::Exact(s.clone()),
-                            Some(v2::string_match::MatchType::Prefix(s)) => Matcher::Prefix(s.clone()),
+                            Some(v2::string_match::MatchType::Exact(s)) => {
+                                Matcher::Exact(s.clone())
+                            }
+                            Some(v2::string_match::MatchType::Prefix(s)) => {
+                                Matcher::Prefix(s.clone())
+                            }
                             Some(v2::string_match::MatchType::Regex(s)) => {
-                                match regex::RegexBuilder::new(&format!("^(?:{s})$")).size_limit(1 << 20).build() {
+                                match regex::RegexBuilder::new(&format!("^(?:{s})$"))
+                                    .size_limit(1 << 20)
+                                    .build()
+                                {
                                     Ok(r) => Matcher::Regex(r),
                                     Err(e) => {
-                                        errors.push(ConfigError::new(&obj, field, format!("bad regex: {e}")));
+                                        errors.push(ConfigError::new(
+                                            &obj,
+                                            field,
+                                            format!("bad regex: {e}"),
+                                        ));
                                         continue;
                                     }
                                 }
                             }
                             None => {
-                                errors.push(ConfigError::new(&obj, field, "needs exact, prefix or regex"));
+                                errors.push(ConfigError::new(
+                                    &obj,
+                                    field,
+                                    "needs exact, prefix or regex",
+                                ));
                                 continue;
                             }
                         };
-                        tests.push(AttrTest { attr, map_key, matcher });
+                        tests.push(AttrTest {
+                            attr,
+                            map_key,
+                            matcher,
+                        });
                     }
                     clauses.push(tests);
                 }
@@ -131,14 +170,26 @@ impl QuotaSpecs {
                     .collect();
                 rules.push(QuotaRule { clauses, quotas });
             }
-            out.specs.push(CompiledQuotaSpec { name: spec.name.clone(), namespace: spec.namespace.clone(), rules });
+            out.specs.push(CompiledQuotaSpec {
+                name: spec.name.clone(),
+                namespace: spec.namespace.clone(),
+                rules,
+            });
         }
         for b in &config.quota_spec_bindings {
             let obj = format!("QuotaSpecBinding/{}/{}", b.namespace, b.name);
             let mut specs = Vec::new();
             for (i, r) in b.quota_specs.iter().enumerate() {
-                let ns = if r.namespace.is_empty() { &b.namespace } else { &r.namespace };
-                match out.specs.iter().position(|s| s.name == r.name && &s.namespace == ns) {
+                let ns = if r.namespace.is_empty() {
+                    &b.namespace
+                } else {
+                    &r.namespace
+                };
+                match out
+                    .specs
+                    .iter()
+                    .position(|s| s.name == r.name && &s.namespace == ns)
+                {
                     Some(idx) => specs.push(idx),
                     None => errors.push(ConfigError::new(
                         &obj,
@@ -154,14 +205,26 @@ impl QuotaSpecs {
                     if s.service == "*" {
                         return ServiceMatch::All;
                     }
-                    let namespace = if s.namespace.is_empty() { b.namespace.clone() } else { s.namespace.clone() };
-                    let domain = if s.domain.is_empty() { "cluster.local" } else { s.domain.as_str() };
+                    let namespace = if s.namespace.is_empty() {
+                        b.namespace.clone()
+                    } else {
+                        s.namespace.clone()
+                    };
+                    let domain = if s.domain.is_empty() {
+                        "cluster.local"
+                    } else {
+                        s.domain.as_str()
+                    };
                     let host = if s.service.is_empty() {
                         format!("{}.{namespace}.svc.{domain}", s.name)
                     } else {
                         s.service.clone()
                     };
-                    ServiceMatch::Service { name: s.name.clone(), namespace, host }
+                    ServiceMatch::Service {
+                        name: s.name.clone(),
+                        namespace,
+                        host,
+                    }
                 })
                 .collect();
             out.bindings.push(CompiledQuotaBinding { services, specs });
@@ -191,9 +254,14 @@ impl QuotaSpecs {
         for b in &self.bindings {
             let bound = b.services.iter().any(|s| match s {
                 ServiceMatch::All => true,
-                ServiceMatch::Service { name: n, namespace: ns, host: h } => {
+                ServiceMatch::Service {
+                    name: n,
+                    namespace: ns,
+                    host: h,
+                } => {
                     host.as_deref() == Some(h.as_str())
-                        || (name.as_deref() == Some(n.as_str()) && namespace.as_deref() == Some(ns.as_str()))
+                        || (name.as_deref() == Some(n.as_str())
+                            && namespace.as_deref() == Some(ns.as_str()))
                 }
             });
             if !bound {
@@ -202,7 +270,10 @@ impl QuotaSpecs {
             for &si in &b.specs {
                 for rule in &self.specs[si].rules {
                     let applies = rule.clauses.is_empty()
-                        || rule.clauses.iter().any(|tests| tests.iter().all(|t| Self::test(bag, t)));
+                        || rule
+                            .clauses
+                            .iter()
+                            .any(|tests| tests.iter().all(|t| Self::test(bag, t)));
                     if !applies {
                         continue;
                     }
@@ -211,7 +282,10 @@ impl QuotaSpecs {
                             Some(r) => r.args.amount = r.args.amount.saturating_add(*charge),
                             None => out.push(QuotaRequest {
                                 name: quota.clone(),
-                                args: crate::adapter::QuotaArgs { amount: *charge, ..Default::default() },
+                                args: crate::adapter::QuotaArgs {
+                                    amount: *charge,
+                                    ..Default::default()
+                                },
                             }),
                         }
                     }
@@ -222,7 +296,9 @@ impl QuotaSpecs {
     }
 
     fn test(bag: &dyn Bag, t: &AttrTest) -> bool {
-        let Some(v) = bag.get(t.attr) else { return false };
+        let Some(v) = bag.get(t.attr) else {
+            return false;
+        };
         match (&t.map_key, &v) {
             (Some(k), Value::StringMap(m)) => m.get(k).is_some_and(|s| t.matcher.matches(s)),
             (Some(_), _) => false,

@@ -46,8 +46,9 @@ pub(crate) fn call(req: &HttpRequest) -> Result<HttpResponse, CalloutError> {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).map_err(conn)?;
-    stream.write_all(&req.body).map_err(conn)?;
+    let mut message = head.into_bytes();
+    message.extend_from_slice(&req.body);
+    stream.write_all(&message).map_err(conn)?;
     let mut raw = Vec::new();
     stream
         .take(MAX_RESPONSE)

@@ -44,11 +44,30 @@ fn serve_once(response: &'static [u8]) -> (String, std::thread::JoinHandle<Vec<u
     let addr = listener.local_addr().unwrap().to_string();
     let t = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
+        // Read the whole request (head and Content-Length body) before answering: closing with
+        // unread bytes would reset the connection under the client's read.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
         s.write_all(response).unwrap();
-        buf.truncate(n);
-        buf
+        got
     });
     (addr, t)
 }

@@ -8,42 +8,25 @@ use std::time::Duration;
 
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
 use mixer_core::adapter::{QuotaArgs, QuotaResult};
+use mixer_core::config_builder::{bind_quota, handler, instance, rule};
 use mixer_core::pal::virtual_time::VirtualPlatform;
-use mixer_core::snapshot::json_to_struct;
 use mixer_core::{Code, CompileOptions, Config, Pipeline, QuotaRequest, compile};
 use mixer_proto::v2;
 use serde_json::json;
 
 fn config(params: serde_json::Value) -> Config {
     Config {
-        handlers: vec![v2::Handler {
-            name: "quotahandler".into(),
-            namespace: "istio-system".into(),
-            adapter: "memquota".into(),
-            params: Some(json_to_struct(&params)),
-            ..Default::default()
-        }],
-        instances: vec![v2::Instance {
-            name: "requestcountquota".into(),
-            namespace: "istio-system".into(),
-            template: "quota".into(),
-            params: Some(json_to_struct(&json!({"dimensions": {
+        handlers: vec![handler("quotahandler", "memquota", params)],
+        instances: vec![instance(
+            "requestcountquota",
+            "quota",
+            json!({"dimensions": {
                 "source": "request.headers[\"x-forwarded-for\"] | \"unknown\"",
                 "destination": "destination.labels[\"app\"] | destination.service.name | \"unknown\"",
                 "destinationVersion": "destination.labels[\"version\"] | \"unknown\"",
-            }}))),
-            ..Default::default()
-        }],
-        rules: vec![v2::Rule {
-            name: "quota".into(),
-            namespace: "istio-system".into(),
-            actions: vec![v2::Action {
-                handler: "quotahandler".into(),
-                instances: vec!["requestcountquota".into()],
-                name: String::new(),
-            }],
-            ..Default::default()
-        }],
+            }}),
+        )],
+        rules: vec![rule("quota", "", "quotahandler", &["requestcountquota"])],
         ..Default::default()
     }
 }
@@ -362,26 +345,7 @@ fn bad_params_are_rejected() {
 }
 
 fn with_quota_spec(mut cfg: Config, services: Vec<v2::IstioService>) -> Config {
-    cfg.quota_specs = vec![v2::QuotaSpec {
-        name: "request-count".into(),
-        namespace: "istio-system".into(),
-        rules: vec![v2::QuotaRule {
-            r#match: vec![],
-            quotas: vec![v2::Quota {
-                quota: "requestcountquota".into(),
-                charge: 1,
-            }],
-        }],
-    }];
-    cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
-        name: "request-count".into(),
-        namespace: "istio-system".into(),
-        services,
-        quota_specs: vec![v2::QuotaSpecReference {
-            name: "request-count".into(),
-            namespace: "istio-system".into(),
-        }],
-    }];
+    bind_quota(&mut cfg, "request-count", "requestcountquota", 1, services);
     cfg
 }
 

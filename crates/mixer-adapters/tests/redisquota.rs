@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use mixer_adapters::redisquota::{RedisQuotaAdapter, RedisQuotaStats};
 use mixer_attr::{Attributes, StringMap, Value, well_known as wk};
 use mixer_core::adapter::{QuotaArgs, QuotaResult, RequestContext};
+use mixer_core::config_builder::{bind_quota, handler, instance, rule};
 use mixer_core::instance::InstanceView;
 use mixer_core::pal::Dispatcher;
 use mixer_core::pending::Poll;
-use mixer_core::snapshot::json_to_struct;
 use mixer_core::{CheckStart, Code, CompileOptions, Config, Pipeline, Snapshot, compile};
 use mixer_host::EventLoop;
 use mixer_proto::v2;
@@ -163,33 +163,16 @@ fn raw_command(port: u16, args: &[&str]) -> Option<String> {
 
 fn config(params: serde_json::Value) -> Config {
     Config {
-        handlers: vec![v2::Handler {
-            name: "redishandler".into(),
-            namespace: "istio-system".into(),
-            adapter: "redisquota".into(),
-            params: Some(json_to_struct(&params)),
-            ..Default::default()
-        }],
-        instances: vec![v2::Instance {
-            name: "requestcountquota".into(),
-            namespace: "istio-system".into(),
-            template: "quota".into(),
-            params: Some(json_to_struct(&json!({"dimensions": {
+        handlers: vec![handler("redishandler", "redisquota", params)],
+        instances: vec![instance(
+            "requestcountquota",
+            "quota",
+            json!({"dimensions": {
                 "source": "request.headers[\"x-forwarded-for\"] | \"unknown\"",
                 "destination": "destination.labels[\"app\"] | destination.service.name | \"unknown\"",
-            }}))),
-            ..Default::default()
-        }],
-        rules: vec![v2::Rule {
-            name: "quota".into(),
-            namespace: "istio-system".into(),
-            actions: vec![v2::Action {
-                handler: "redishandler".into(),
-                instances: vec!["requestcountquota".into()],
-                name: String::new(),
-            }],
-            ..Default::default()
-        }],
+            }}),
+        )],
+        rules: vec![rule("quota", "", "redishandler", &["requestcountquota"])],
         ..Default::default()
     }
 }
@@ -756,26 +739,7 @@ fn a_full_queue_fails_open_at_once() {
 }
 
 fn with_quota_spec(mut cfg: Config, services: Vec<v2::IstioService>) -> Config {
-    cfg.quota_specs = vec![v2::QuotaSpec {
-        name: "request-count".into(),
-        namespace: "istio-system".into(),
-        rules: vec![v2::QuotaRule {
-            r#match: vec![],
-            quotas: vec![v2::Quota {
-                quota: "requestcountquota".into(),
-                charge: 1,
-            }],
-        }],
-    }];
-    cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
-        name: "request-count".into(),
-        namespace: "istio-system".into(),
-        services,
-        quota_specs: vec![v2::QuotaSpecReference {
-            name: "request-count".into(),
-            namespace: "istio-system".into(),
-        }],
-    }];
+    bind_quota(&mut cfg, "request-count", "requestcountquota", 1, services);
     cfg
 }
 

@@ -44,3 +44,49 @@ pub fn rule(name: &str, predicate: &str, handler: &str, instances: &[&str]) -> v
         ..Default::default()
     }
 }
+
+/// The service `name` in `namespace`, as a QuotaSpecBinding names it (`"*"` binds every service).
+pub fn service(name: &str, namespace: &str) -> v2::IstioService {
+    if name == "*" {
+        return v2::IstioService {
+            service: "*".into(),
+            ..Default::default()
+        };
+    }
+    v2::IstioService {
+        name: name.into(),
+        namespace: namespace.into(),
+        ..Default::default()
+    }
+}
+
+/// Adds a QuotaSpec `spec` charging `charge` units of `quota` to every request, bound to
+/// `services` by a QuotaSpecBinding of the same name.
+pub fn bind_quota(
+    config: &mut v2::Config,
+    spec: &str,
+    quota: &str,
+    charge: i64,
+    services: Vec<v2::IstioService>,
+) {
+    config.quota_specs.push(v2::QuotaSpec {
+        name: spec.into(),
+        namespace: ROOT_NAMESPACE.into(),
+        rules: vec![v2::QuotaRule {
+            r#match: vec![],
+            quotas: vec![v2::Quota {
+                quota: quota.into(),
+                charge,
+            }],
+        }],
+    });
+    config.quota_spec_bindings.push(v2::QuotaSpecBinding {
+        name: spec.into(),
+        namespace: ROOT_NAMESPACE.into(),
+        services,
+        quota_specs: vec![v2::QuotaSpecReference {
+            name: spec.into(),
+            namespace: ROOT_NAMESPACE.into(),
+        }],
+    });
+}

@@ -564,29 +564,13 @@ fn config_with_quota() -> Config {
     ));
     cfg.rules
         .push(rule("quota", "", "quota", &["requestcount"]));
-    cfg.quota_specs = vec![v2::QuotaSpec {
-        name: "spec".into(),
-        namespace: "istio-system".into(),
-        rules: vec![v2::QuotaRule {
-            r#match: vec![],
-            quotas: vec![v2::Quota {
-                quota: "requestcount".into(),
-                charge: 1,
-            }],
-        }],
-    }];
-    cfg.quota_spec_bindings = vec![v2::QuotaSpecBinding {
-        name: "all".into(),
-        namespace: "istio-system".into(),
-        services: vec![v2::IstioService {
-            service: "*".into(),
-            ..Default::default()
-        }],
-        quota_specs: vec![v2::QuotaSpecReference {
-            name: "spec".into(),
-            namespace: String::new(),
-        }],
-    }];
+    config_builder::bind_quota(
+        &mut cfg,
+        "spec",
+        "requestcount",
+        1,
+        vec![config_builder::service("*", "")],
+    );
     cfg
 }
 

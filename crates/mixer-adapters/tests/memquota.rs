@@ -87,11 +87,15 @@ fn charge(
     results.into_iter().next().map(|(_, r)| r).unwrap()
 }
 
-fn one() -> QuotaArgs {
+fn units(amount: i64) -> QuotaArgs {
     QuotaArgs {
-        amount: 1,
+        amount,
         ..Default::default()
     }
+}
+
+fn one() -> QuotaArgs {
+    units(1)
 }
 
 #[test]
@@ -129,35 +133,14 @@ fn fixed_window_resets_at_the_boundary() {
     let (vt, p) = setup(window_params("FIXED_WINDOW"));
     let bag = request("a", None);
     vt.advance(Duration::from_millis(900));
-    let r = charge(
-        &vt,
-        &p,
-        &bag,
-        QuotaArgs {
-            amount: 10,
-            ..Default::default()
-        },
-    );
+    let r = charge(&vt, &p, &bag, units(10));
     assert_eq!(
         (r.granted, r.valid_duration),
         (10, mixer_attr::Duration::from_millis(100))
     );
     assert_eq!(charge(&vt, &p, &bag, one()).granted, 0);
     vt.advance(Duration::from_millis(100));
-    assert_eq!(
-        charge(
-            &vt,
-            &p,
-            &bag,
-            QuotaArgs {
-                amount: 10,
-                ..Default::default()
-            }
-        )
-        .granted,
-        10,
-        "new window"
-    );
+    assert_eq!(charge(&vt, &p, &bag, units(10)).granted, 10, "new window");
 }
 
 #[test]
@@ -165,19 +148,7 @@ fn rolling_window_releases_gradually() {
     let (vt, p) = setup(window_params("ROLLING_WINDOW"));
     let bag = request("a", None);
     vt.advance(Duration::from_millis(900));
-    assert_eq!(
-        charge(
-            &vt,
-            &p,
-            &bag,
-            QuotaArgs {
-                amount: 10,
-                ..Default::default()
-            }
-        )
-        .granted,
-        10
-    );
+    assert_eq!(charge(&vt, &p, &bag, units(10)).granted, 10);
     vt.advance(Duration::from_millis(100));
     assert_eq!(
         charge(&vt, &p, &bag, one()).granted,
@@ -185,19 +156,7 @@ fn rolling_window_releases_gradually() {
         "still within the last second"
     );
     vt.advance(Duration::from_millis(900));
-    assert_eq!(
-        charge(
-            &vt,
-            &p,
-            &bag,
-            QuotaArgs {
-                amount: 10,
-                ..Default::default()
-            }
-        )
-        .granted,
-        10
-    );
+    assert_eq!(charge(&vt, &p, &bag, units(10)).granted, 10);
 }
 
 #[test]
@@ -231,20 +190,7 @@ fn best_effort_and_deduplication() {
         again.granted, 8,
         "a retried request gets its first answer and is not charged twice"
     );
-    assert_eq!(
-        charge(
-            &vt,
-            &p,
-            &bag,
-            QuotaArgs {
-                amount: 5,
-                ..Default::default()
-            }
-        )
-        .granted,
-        0,
-        "all or nothing"
-    );
+    assert_eq!(charge(&vt, &p, &bag, units(5)).granted, 0, "all or nothing");
     assert_eq!(
         charge(
             &vt,
@@ -260,17 +206,7 @@ fn best_effort_and_deduplication() {
         2
     );
     assert_eq!(
-        charge(
-            &vt,
-            &p,
-            &bag,
-            QuotaArgs {
-                amount: 0,
-                ..Default::default()
-            }
-        )
-        .status
-        .code,
+        charge(&vt, &p, &bag, units(0)).status.code,
         Code::INVALID_ARGUMENT
     );
 }

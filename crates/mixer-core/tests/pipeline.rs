@@ -272,6 +272,14 @@ fn request(service: &str, user: &str) -> Attributes<'static> {
 
 type Slot = Arc<Mutex<Option<CheckAnswer>>>;
 
+/// Starts a check that must go to a backend (not answered inline).
+fn start_pending(s: &Setup, bag: &Attributes<'_>) -> (mixer_core::CheckHandle, Slot) {
+    match start(s, bag) {
+        (CheckStart::Pending(h), slot) => (h, slot),
+        (CheckStart::Done(a), _) => panic!("expected pending, got {:?}", a.status),
+    }
+}
+
 fn start(s: &Setup, bag: &Attributes<'_>) -> (CheckStart, Slot) {
     let worker = s.pipeline.worker(Arc::new(s.vt.clone()));
     let slot: Slot = Arc::default();
@@ -300,10 +308,7 @@ fn unmatched_rules_answer_inline() {
 #[test]
 fn async_backend_completes_on_the_worker_later() {
     let s = setup(&config(json!({}), false, "1"));
-    let (started, slot) = start(&s, &request("reviews", "alice"));
-    let CheckStart::Pending(handle) = started else {
-        panic!("expected pending")
-    };
+    let (handle, slot) = start_pending(&s, &request("reviews", "alice"));
     let calls = s.vt.http_requests();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].1.body, Bytes::from("alice"));
@@ -328,10 +333,7 @@ fn async_backend_completes_on_the_worker_later() {
 #[test]
 fn cancelled_check_never_calls_back() {
     let s = setup(&config(json!({}), false, "1"));
-    let (started, slot) = start(&s, &request("reviews", "bob"));
-    let CheckStart::Pending(handle) = started else {
-        panic!("expected pending")
-    };
+    let (handle, slot) = start_pending(&s, &request("reviews", "bob"));
     drop(handle); // the stream went away (Envoy onDestroy)
     let calls = s.vt.http_requests();
     s.vt.respond_http(
@@ -349,10 +351,7 @@ fn cancelled_check_never_calls_back() {
 #[test]
 fn backend_timeout_denies_under_fail_close() {
     let s = setup(&config(json!({}), false, "1"));
-    let (started, slot) = start(&s, &request("reviews", "carol"));
-    let CheckStart::Pending(_handle) = started else {
-        panic!("expected pending")
-    };
+    let (_handle, slot) = start_pending(&s, &request("reviews", "carol"));
     s.vt.advance(StdDuration::from_millis(499));
     assert!(slot.lock().is_none());
     s.vt.advance(StdDuration::from_millis(1));
@@ -405,10 +404,7 @@ fn report_reaches_the_report_handler() {
 #[test]
 fn swap_keeps_in_flight_checks_on_their_snapshot() {
     let s = setup(&config(json!({}), false, "1"));
-    let (started, slot) = start(&s, &request("reviews", "erin"));
-    let CheckStart::Pending(_handle) = started else {
-        panic!("expected pending")
-    };
+    let (_handle, slot) = start_pending(&s, &request("reviews", "erin"));
     // New config: nothing is checked any more, and the metric counts 2.
     let mut next = config(json!({}), false, "2");
     next.rules.remove(0);
@@ -591,20 +587,14 @@ fn answer(vt: &VirtualPlatform, status: u16) {
 fn quota_is_charged_after_an_async_precondition_allows() {
     let s = setup(&config_with_quota());
     // Denied by the backend: the quota is not charged.
-    let (started, slot) = start(&s, &request("reviews", "mallory"));
-    let CheckStart::Pending(_h) = started else {
-        panic!("pending")
-    };
+    let (_h, slot) = start_pending(&s, &request("reviews", "mallory"));
     answer(&s.vt, 403);
     let a = slot.lock().take().expect("answered");
     assert_eq!(a.status.code, Code::PERMISSION_DENIED);
     assert!(a.quotas.is_empty());
     // Allowed: charged, after the backend answered, with the owned copy of the bag.
     for (i, expect_ok) in [true, true, false].into_iter().enumerate() {
-        let (started, slot) = start(&s, &request("reviews", &format!("user{i}")));
-        let CheckStart::Pending(_h) = started else {
-            panic!("pending")
-        };
+        let (_h, slot) = start_pending(&s, &request("reviews", &format!("user{i}")));
         answer(&s.vt, 200);
         let a = slot.lock().take().expect("answered");
         assert_eq!(a.quotas.len(), 1);
@@ -628,10 +618,7 @@ fn quota_is_charged_after_an_async_precondition_allows() {
 #[test]
 fn cancel_before_the_precondition_answers_charges_nothing() {
     let s = setup(&config_with_quota());
-    let (started, slot) = start(&s, &request("reviews", "eve"));
-    let CheckStart::Pending(h) = started else {
-        panic!("pending")
-    };
+    let (h, slot) = start_pending(&s, &request("reviews", "eve"));
     drop(h);
     answer(&s.vt, 200);
     assert!(slot.lock().is_none());
@@ -654,10 +641,7 @@ fn a_backend_that_never_answers_times_out_under_its_policy() {
             nanos: 250_000_000,
         });
         let s = setup(&cfg);
-        let (started, slot) = start(&s, &request("reviews", "zed"));
-        let CheckStart::Pending(_h) = started else {
-            panic!("pending")
-        };
+        let (_h, slot) = start_pending(&s, &request("reviews", "zed"));
         s.vt.advance(StdDuration::from_millis(249));
         assert!(slot.lock().is_none());
         s.vt.advance(StdDuration::from_millis(1));
@@ -692,10 +676,7 @@ fn failed_calls_are_retried_with_backoff() {
         }),
     });
     let s = setup(&cfg);
-    let (started, slot) = start(&s, &request("reviews", "retry-me"));
-    let CheckStart::Pending(_h) = started else {
-        panic!("pending")
-    };
+    let (_h, slot) = start_pending(&s, &request("reviews", "retry-me"));
     answer(&s.vt, 503);
     assert!(slot.lock().is_none(), "retrying, not failing");
     assert!(s.vt.http_requests().is_empty(), "waiting for the backoff");
@@ -704,10 +685,7 @@ fn failed_calls_are_retried_with_backoff() {
     assert!(slot.lock().take().expect("answered").is_allowed());
 
     // All three attempts fail: the failure policy (fail-close) applies.
-    let (started, slot) = start(&s, &request("reviews", "unlucky"));
-    let CheckStart::Pending(_h) = started else {
-        panic!("pending")
-    };
+    let (_h, slot) = start_pending(&s, &request("reviews", "unlucky"));
     for _ in 0..3 {
         answer(&s.vt, 503);
         s.vt.advance(StdDuration::from_millis(200));

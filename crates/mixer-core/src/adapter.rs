@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mixer_attr::{Attributes, Duration};
+use mixer_attr::{Duration, Value};
 
 use crate::instance::{CompiledInstance, InstanceView};
 use crate::pal::{Dispatcher, Platform};
@@ -243,14 +243,111 @@ pub trait MutationHandler: Send + Sync {
     ) -> Result<(), Status>;
 }
 
-/// An attribute-producing adapter: adds attributes (bound as `$out.*`) before the transform.
+/// What an attribute-producing adapter may use while producing.
+pub struct ApaContext<'a> {
+    /// The worker thread's dispatcher.
+    pub dispatcher: &'a Arc<dyn Dispatcher>,
+    /// Wall-clock time of the request (token expiry and the like).
+    pub now: mixer_attr::Timestamp,
+    /// Monotonic time of the request.
+    pub monotonic: crate::pal::MonoTime,
+}
+
+impl fmt::Debug for ApaContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApaContext")
+            .field("now", &self.now)
+            .finish()
+    }
+}
+
+/// The outputs of one attribute-producing call, by position in the template's
+/// [`TemplateInfo::outputs`](crate::template::TemplateInfo::outputs). Values borrow from the
+/// output, so an adapter can hand out shared inventory entries without copying them.
+pub trait ApaOutput: Send + Sync {
+    /// The value of output `position`, or `None` when the adapter has none (the binding's
+    /// default then applies: `$out.source_pod_name | "unknown"`).
+    fn get(&self, position: usize) -> Option<Value<'_>>;
+}
+
+/// An [`ApaOutput`] held as plain values, for adapters without a better representation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApaValues(pub Vec<Option<Value<'static>>>);
+
+impl ApaValues {
+    /// `n` absent outputs.
+    pub fn with_len(n: usize) -> Self {
+        ApaValues(vec![None; n])
+    }
+    /// Sets output `position` (ignored when out of range).
+    pub fn set(&mut self, position: usize, value: Value<'static>) {
+        if let Some(slot) = self.0.get_mut(position) {
+            *slot = Some(value);
+        }
+    }
+}
+
+impl ApaOutput for ApaValues {
+    fn get(&self, position: usize) -> Option<Value<'_>> {
+        self.0.get(position)?.as_ref().map(Value::reborrow)
+    }
+}
+
+/// The outputs an attribute producer returns for one instance.
+#[derive(Clone)]
+pub struct Produced {
+    pub output: Arc<dyn ApaOutput>,
+    /// How long the pipeline may reuse `output` for requests whose instance has the same
+    /// values (`None`: not cached; the adapter is cheaper than a cache lookup, or its answer
+    /// changes without its inputs changing).
+    pub cache_for: Option<std::time::Duration>,
+}
+
+impl fmt::Debug for Produced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Produced")
+            .field("cache_for", &self.cache_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Produced {
+    /// Outputs that are not cached.
+    pub fn uncached(output: Arc<dyn ApaOutput>) -> Self {
+        Produced {
+            output,
+            cache_for: None,
+        }
+    }
+    /// No outputs at all (every binding takes its default).
+    pub fn nothing() -> Self {
+        static EMPTY: std::sync::OnceLock<Arc<ApaValues>> = std::sync::OnceLock::new();
+        let empty: Arc<dyn ApaOutput> = EMPTY
+            .get_or_init(|| Arc::new(ApaValues(Vec::new())))
+            .clone();
+        Produced::uncached(empty)
+    }
+}
+
+/// An attribute-producing adapter (APA): runs after ingestion and before the transform, and
+/// produces the outputs of its template (`$out.*`), which the config binds to attributes.
+///
+/// Called inline on the request path for every check, report and mutation: look up, don't
+/// block. An error is a failure of this handler; its failure policy decides (fail-open: the
+/// outputs are absent; fail-close: checks are denied with the status).
 pub trait AttributeProducer: Send + Sync {
-    /// Writes its outputs into `out`, keyed by the ids of the adapter's output vocabulary.
     fn produce(
         &self,
         instance: &InstanceView<'_>,
-        out: &mut Attributes<'static>,
-    ) -> Result<(), Status>;
+        ctx: &ApaContext<'_>,
+    ) -> Result<Produced, Status>;
+
+    /// False while the handler has nothing to look anything up in (a `kubernetesenv` handler
+    /// with no inventory source configured): the pipeline then leaves its stage out of the
+    /// chain, with a config warning, so ingested attributes are not overwritten by defaults.
+    fn active(&self) -> bool {
+        true
+    }
 }
 
 /// The adapters a build offers, by name.

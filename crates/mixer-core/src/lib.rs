@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+pub mod apa;
 pub mod audit;
 pub mod cache;
 pub mod config_builder;

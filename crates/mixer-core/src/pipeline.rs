@@ -560,6 +560,64 @@ impl Worker {
         bag: &dyn Bag,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
+        let snapshot = self.pipeline.shared.current.load();
+        if snapshot.apa.is_empty() {
+            drop(snapshot);
+            return self.check_enriched(bag, on_complete);
+        }
+        let ctx = self.apa_context();
+        crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
+            self.count_apa(&report);
+            match report.denial {
+                // A fail-close attribute producer failed: deny (never cached).
+                Some(status) => {
+                    PipelineStats::inc(&self.pipeline.shared.stats.checks);
+                    PipelineStats::inc(&self.pipeline.shared.stats.checks_denied);
+                    let mut builder = DecisionBuilder::new();
+                    builder.add(
+                        &CheckResult::deny(status, mixer_attr::Duration::ZERO, 0),
+                        false,
+                    );
+                    builder.uncacheable();
+                    CheckStart::Done(CheckAnswer {
+                        decision: Arc::new(builder.finish(ReferencedAttributes::new())),
+                        cache_hit: false,
+                    })
+                }
+                None => self.check_enriched(enriched, on_complete),
+            }
+        })
+    }
+
+    fn apa_context(&self) -> crate::adapter::ApaContext<'_> {
+        let clock = &self.pipeline.shared.platform.clock;
+        crate::adapter::ApaContext {
+            dispatcher: &self.dispatcher,
+            now: clock.wall(),
+            monotonic: clock.monotonic(),
+        }
+    }
+
+    fn count_apa(&self, report: &crate::apa::ApaRunReport) {
+        let stats = &self.pipeline.shared.stats;
+        if report.failures > 0 {
+            stats
+                .handler_failures
+                .fetch_add(report.failures, Ordering::Relaxed);
+        }
+        if report.eval_errors > 0 {
+            stats
+                .instance_errors
+                .fetch_add(report.eval_errors, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Worker::check`] after the attribute-producing chain.
+    fn check_enriched(
+        &self,
+        bag: &dyn Bag,
+        on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
+    ) -> CheckStart {
         // Denials are counted where answers are delivered: here for inline answers, and by the
         // completion paths (`Settle`, `finish_quota`) for the others.
         let started = self.check_audited(bag, on_complete);
@@ -1064,6 +1122,17 @@ impl Worker {
     /// Runs inline; handlers buffer.
     pub fn report(&self, bag: &dyn Bag) -> ReportSummary {
         let snapshot = self.pipeline.shared.current.load();
+        if snapshot.apa.is_empty() {
+            return self.report_enriched(&snapshot, bag);
+        }
+        let ctx = self.apa_context();
+        crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
+            self.count_apa(&report);
+            self.report_enriched(&snapshot, enriched)
+        })
+    }
+
+    fn report_enriched(&self, snapshot: &Snapshot, bag: &dyn Bag) -> ReportSummary {
         let stats = &self.pipeline.shared.stats;
         PipelineStats::inc(&stats.reports);
         let mut summary = ReportSummary::default();
@@ -1120,6 +1189,22 @@ impl Worker {
     /// Runs the mutation handlers of every matching rule over one message body.
     pub fn mutate(&self, bag: &dyn Bag, body: &[u8]) -> Result<MutationMessage, Status> {
         let snapshot = self.pipeline.shared.current.load();
+        if snapshot.apa.is_empty() {
+            return self.mutate_enriched(&snapshot, bag, body);
+        }
+        let ctx = self.apa_context();
+        crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
+            self.count_apa(&report);
+            self.mutate_enriched(&snapshot, enriched, body)
+        })
+    }
+
+    fn mutate_enriched(
+        &self,
+        snapshot: &Snapshot,
+        bag: &dyn Bag,
+        body: &[u8],
+    ) -> Result<MutationMessage, Status> {
         let stats = &self.pipeline.shared.stats;
         let mut message = MutationMessage::default();
         let mut values = Vec::new();

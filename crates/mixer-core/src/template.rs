@@ -46,6 +46,10 @@ pub struct TemplateInfo {
     pub name: &'static str,
     pub variety: Variety,
     pub fields: &'static [FieldInfo],
+    /// For attribute-generator templates: the output fields, bound in config as `$out.<path>`
+    /// (Mixer's `OutputTemplate`). An adapter's [`crate::adapter::ApaOutput`] is indexed by
+    /// position in this list.
+    pub outputs: &'static [FieldInfo],
 }
 
 impl TemplateInfo {
@@ -67,17 +71,62 @@ const fn f(path: &'static str, ty: FieldType) -> FieldInfo {
 use FieldType::{Any, MapOf, MapOfAny, Value as V};
 use ValueType as T;
 
+/// The `kubernetes` template's outputs (Mixer's kubernetesenv `OutputTemplate`, plus the
+/// destination's service).
+const KUBERNETES_OUTPUTS: &[FieldInfo] = &[
+    f("source_pod_uid", V(T::String)),
+    f("source_pod_ip", V(T::IpAddress)),
+    f("source_pod_name", V(T::String)),
+    f("source_labels", V(T::StringMap)),
+    f("source_namespace", V(T::String)),
+    f("source_service_account_name", V(T::String)),
+    f("source_host_ip", V(T::IpAddress)),
+    f("source_owner", V(T::String)),
+    f("source_workload_uid", V(T::String)),
+    f("source_workload_name", V(T::String)),
+    f("source_workload_namespace", V(T::String)),
+    f("destination_pod_uid", V(T::String)),
+    f("destination_pod_ip", V(T::IpAddress)),
+    f("destination_pod_name", V(T::String)),
+    f("destination_container_name", V(T::String)),
+    f("destination_labels", V(T::StringMap)),
+    f("destination_namespace", V(T::String)),
+    f("destination_service_account_name", V(T::String)),
+    f("destination_host_ip", V(T::IpAddress)),
+    f("destination_owner", V(T::String)),
+    f("destination_workload_uid", V(T::String)),
+    f("destination_workload_name", V(T::String)),
+    f("destination_workload_namespace", V(T::String)),
+    f("origin_pod_uid", V(T::String)),
+    f("origin_pod_ip", V(T::IpAddress)),
+    f("origin_pod_name", V(T::String)),
+    f("origin_labels", V(T::StringMap)),
+    f("origin_namespace", V(T::String)),
+    f("origin_service_account_name", V(T::String)),
+    f("origin_host_ip", V(T::IpAddress)),
+    f("origin_owner", V(T::String)),
+    f("origin_workload_uid", V(T::String)),
+    f("origin_workload_name", V(T::String)),
+    f("origin_workload_namespace", V(T::String)),
+    f("destination_service_uid", V(T::String)),
+    f("destination_service_name", V(T::String)),
+    f("destination_service_namespace", V(T::String)),
+    f("destination_service_host", V(T::String)),
+];
+
 /// Every template this build knows (Mixer V1's names and fields).
 pub static TEMPLATES: &[TemplateInfo] = &[
     TemplateInfo {
         name: "checknothing",
         variety: Variety::Check,
         fields: &[],
+        outputs: &[],
     },
     TemplateInfo {
         name: "listentry",
         variety: Variety::Check,
         fields: &[f("value", Any)],
+        outputs: &[],
     },
     TemplateInfo {
         name: "authorization",
@@ -92,6 +141,7 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("action.path", V(T::String)),
             f("action.properties", MapOfAny),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "apikey",
@@ -103,11 +153,13 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("api_key", V(T::String)),
             f("timestamp", V(T::Timestamp)),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "quota",
         variety: Variety::Quota,
         fields: &[f("dimensions", MapOfAny)],
+        outputs: &[],
     },
     TemplateInfo {
         name: "metric",
@@ -118,6 +170,7 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("monitored_resource_type", V(T::String)),
             f("monitored_resource_dimensions", MapOfAny),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "logentry",
@@ -129,6 +182,7 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("monitored_resource_type", V(T::String)),
             f("monitored_resource_dimensions", MapOfAny),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "tracespan",
@@ -154,6 +208,7 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("response_total_size", V(T::Int64)),
             f("api_protocol", V(T::String)),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "edge",
@@ -173,6 +228,7 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("context_protocol", V(T::String)),
             f("api_protocol", V(T::String)),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "kubernetes",
@@ -186,6 +242,37 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("origin_uid", V(T::String)),
             f("origin_ip", V(T::IpAddress)),
         ],
+        outputs: KUBERNETES_OUTPUTS,
+    },
+    // JSON Web Token verification (crate `mixer-jwt`): the token in, Istio's
+    // `request.auth.*` attributes out.
+    TemplateInfo {
+        name: "jwt",
+        variety: Variety::AttributeGenerator,
+        fields: &[f("token", V(T::String))],
+        outputs: &[
+            f("principal", V(T::String)),
+            f("issuer", V(T::String)),
+            f("subject", V(T::String)),
+            f("audiences", V(T::String)),
+            f("presenter", V(T::String)),
+            f("claims", V(T::StringMap)),
+            f("raw_claims", V(T::String)),
+        ],
+    },
+    // URL path templates to API identity (crate `mixer-apiattrs`).
+    TemplateInfo {
+        name: "apiattributes",
+        variety: Variety::AttributeGenerator,
+        fields: &[f("method", V(T::String)), f("path", V(T::String))],
+        outputs: &[
+            f("api_service", V(T::String)),
+            f("api_version", V(T::String)),
+            f("api_operation", V(T::String)),
+            f("api_protocol", V(T::String)),
+            f("path_params", V(T::StringMap)),
+            f("query_params", V(T::StringMap)),
+        ],
     },
     // Knative scale-from-zero (crate `mixer-knative`): the revision a request goes to, at check
     // time and again when the request completes (so concurrency is measured check -> report).
@@ -197,6 +284,7 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("revision", V(T::String)),
             f("host", V(T::String)),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "knativecompletion",
@@ -206,11 +294,13 @@ pub static TEMPLATES: &[TemplateInfo] = &[
             f("revision", V(T::String)),
             f("host", V(T::String)),
         ],
+        outputs: &[],
     },
     TemplateInfo {
         name: "mutation",
         variety: Variety::Mutation,
         fields: &[f("headers", MapOf(T::String)), f("variables", MapOfAny)],
+        outputs: &[],
     },
 ];
 

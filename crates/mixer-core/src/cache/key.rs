@@ -102,7 +102,7 @@ fn encode_str(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// Type tag + payload; strings length-prefixed so no two values share an encoding.
-fn encode_value(buf: &mut Vec<u8>, v: &Value<'_>) {
+pub(crate) fn encode_value(buf: &mut Vec<u8>, v: &Value<'_>) {
     buf.push(v.value_type() as u8);
     match v {
         Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {

@@ -2,7 +2,7 @@
 //! token cache with prefetch ([`quota`]).
 
 pub mod check;
-mod key;
+pub(crate) mod key;
 pub mod quota;
 
 pub use check::{CacheStats, CheckCache, CheckCacheConfig, PreparedKey};

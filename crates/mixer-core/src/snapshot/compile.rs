@@ -145,6 +145,7 @@ pub fn compile(
     let mut failed_instances = Names::default();
     let mut instances: Vec<Arc<CompiledInstance>> = Vec::new();
     let mut instance_ok: Vec<bool> = Vec::new();
+    let mut instance_bindings: Vec<&std::collections::BTreeMap<String, String>> = Vec::new();
     for msg in &config.instances {
         let obj = object("instance", &msg.namespace, &msg.name);
         let index = instances.len();
@@ -238,6 +239,7 @@ pub fn compile(
             fields,
         }));
         instance_ok.push(ok);
+        instance_bindings.push(&msg.attribute_bindings);
     }
 
     // 3. Handlers (built after rules say which instances each one receives).
@@ -289,6 +291,70 @@ pub fn compile(
         variety: Variety,
     }
     let mut raw_rules = Vec::new();
+    // Attribute-producing stages: `apaChain` entries first, then rules' generator actions.
+    let mut raw_apa: Vec<super::apa::RawApa> = Vec::new();
+    let mut rule_apa: Vec<super::apa::RawApa> = Vec::new();
+    for (ei, entry) in config.apa_chain.iter().enumerate() {
+        let obj = format!("apaChain[{ei}]");
+        let Some(h) = handler_names.resolve(&entry.handler, &options.root_namespace) else {
+            errors.push(ConfigError::new(
+                &obj,
+                "handler",
+                format!("no handler `{}` ({})", entry.handler, handler_names.hint()),
+            ));
+            continue;
+        };
+        if entry.instances.is_empty() {
+            errors.push(ConfigError::new(
+                &obj,
+                "instances",
+                "an APA stage needs an instance",
+            ));
+        }
+        for (ii, iname) in entry.instances.iter().enumerate() {
+            let field = format!("instances[{ii}]");
+            let Some(i) = instance_names.resolve(iname, &options.root_namespace) else {
+                if failed_instances
+                    .resolve(iname, &options.root_namespace)
+                    .is_none()
+                {
+                    errors.push(ConfigError::new(
+                        &obj,
+                        field,
+                        format!("no instance `{iname}` ({})", instance_names.hint()),
+                    ));
+                }
+                continue;
+            };
+            let tmpl = instances[i].template;
+            let accepts = pending[h]
+                .adapter
+                .as_ref()
+                .is_none_or(|a| a.templates().contains(&tmpl.name));
+            if tmpl.variety != Variety::AttributeGenerator || !accepts {
+                errors.push(ConfigError::new(
+                    &obj,
+                    field,
+                    format!(
+                        "instance `{iname}` (template `{}`) is not an attribute-generator input of handler `{}`",
+                        tmpl.name, entry.handler
+                    ),
+                ));
+                continue;
+            }
+            if !pending[h].instances.contains(&i) {
+                pending[h].instances.push(i);
+            }
+            pending[h].referenced = true;
+            raw_apa.push(super::apa::RawApa {
+                object: obj.clone(),
+                handler: h,
+                instance: i,
+                predicates: None,
+                extra_bindings: entry.output_bindings.clone(),
+            });
+        }
+    }
     for msg in &config.rules {
         let obj = object("rule", &msg.namespace, &msg.name);
         let predicate = if msg.r#match.trim().is_empty() {
@@ -383,6 +449,18 @@ pub fn compile(
             pending[h].referenced = true;
             let name = (!action.name.is_empty()).then(|| Arc::from(action.name.as_str()));
             for (variety, list) in by_variety {
+                if variety == Variety::AttributeGenerator {
+                    for &i in &list {
+                        rule_apa.push(super::apa::RawApa {
+                            object: obj.clone(),
+                            handler: h,
+                            instance: i,
+                            predicates: predicate.clone().map(|p| vec![p]),
+                            extra_bindings: Default::default(),
+                        });
+                    }
+                    continue;
+                }
                 actions.push(RawAction {
                     name: name.clone(),
                     handler: h,
@@ -598,6 +676,17 @@ pub fn compile(
     }
 
     let quota_specs = super::QuotaSpecs::compile(config, &vocabulary, &mut errors);
+    raw_apa.extend(rule_apa);
+    let apa = super::apa::compile_chain(
+        raw_apa,
+        &instances,
+        &instance_bindings,
+        &handler_index,
+        &handlers,
+        &vocabulary,
+        &mut errors,
+        &mut warnings,
+    );
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -661,6 +750,7 @@ pub fn compile(
         handlers,
         instances,
         rules,
+        apa,
         quota_specs,
         rule_index,
         warnings,

@@ -6,6 +6,7 @@
 //! (`mixer_proto::v2::Config`, which YAML loads into); a rejected config returns every error
 //! found, each naming its object and field.
 
+mod apa;
 mod compile;
 pub mod index;
 mod params;
@@ -20,6 +21,7 @@ use mixer_expr::Expression;
 use crate::adapter::Handler;
 use crate::instance::CompiledInstance;
 
+pub use apa::{ApaBinding, ApaChain, ApaStage};
 pub use compile::{CompileOptions, compile};
 pub use mixer_proto::v2::Config;
 pub use params::{json_to_struct, struct_to_json};
@@ -194,6 +196,8 @@ pub struct Snapshot {
     pub handlers: Vec<HandlerEntry>,
     pub instances: Vec<Arc<CompiledInstance>>,
     pub rules: Vec<CompiledRule>,
+    /// The attribute-producing adapters run before the transform, in order.
+    pub apa: ApaChain,
     /// Which quotas requests charge (QuotaSpec / QuotaSpecBinding).
     pub quota_specs: QuotaSpecs,
     /// Candidate rules by guard attribute value.
@@ -214,6 +218,7 @@ impl Snapshot {
             handlers: Vec::new(),
             instances: Vec::new(),
             rules: Vec::new(),
+            apa: ApaChain::default(),
             quota_specs: QuotaSpecs::default(),
             rule_index: index::RuleIndex::default(),
             warnings: Vec::new(),

@@ -1,0 +1,1 @@
+//! apiattributes attribute-producing adapter: HTTP method and path templates to api.* attributes.

@@ -1,0 +1,1 @@
+//! jwt attribute-producing adapter: verified JSON Web Tokens to request.auth.* attributes.

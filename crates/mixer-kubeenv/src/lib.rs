@@ -1,0 +1,1 @@
+//! kubernetesenv attribute-producing adapter: workload identity from a Kubernetes inventory.

@@ -1,0 +1,1 @@
+//! mutation adapter: header and body rewrites (JSON edits, templated bodies, REST to SOAP).

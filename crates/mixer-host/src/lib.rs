@@ -62,23 +62,63 @@ use mixer_core::pal::{
 };
 use parking_lot::{Condvar, Mutex};
 
-/// The operating system's clocks.
-#[derive(Debug)]
+/// The operating system's clocks. Every `SystemClock` in the process shares one time base.
+#[derive(Debug, Default)]
 pub struct SystemClock {
-    origin: Instant,
+    _private: (),
 }
 
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock {
-            origin: Instant::now(),
-        }
+/// The process's monotonic time base.
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn precise_now() -> MonoTime {
+    MonoTime(u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// How often the coarse clock's ticker thread refreshes the time.
+const COARSE_TICK: Duration = Duration::from_micros(500);
+
+/// A coarse monotonic time: one atomic load, refreshed every [`COARSE_TICK`] by a ticker
+/// thread started on first use (like Envoy's per-iteration approximate time). Under heavy load
+/// the ticker can be scheduled late; cache validity tolerates that.
+fn coarse_now() -> MonoTime {
+    use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+    const STARTING: u8 = 0;
+    const TICKING: u8 = 1;
+    const UNAVAILABLE: u8 = 2;
+    static COARSE: AtomicU64 = AtomicU64::new(0);
+    static STATE: AtomicU8 = AtomicU8::new(STARTING);
+    static TICKER: std::sync::Once = std::sync::Once::new();
+    match STATE.load(Ordering::Acquire) {
+        TICKING => return MonoTime(COARSE.load(Ordering::Relaxed)),
+        UNAVAILABLE => return precise_now(),
+        _ => {}
     }
+    TICKER.call_once(|| {
+        COARSE.store(precise_now().0, Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name("mixer-coarse-clock".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(COARSE_TICK);
+                    COARSE.fetch_max(precise_now().0, Ordering::Relaxed);
+                }
+            });
+        let state = if spawned.is_ok() { TICKING } else { UNAVAILABLE };
+        STATE.store(state, Ordering::Release);
+    });
+    precise_now()
 }
 
 impl Clock for SystemClock {
     fn monotonic(&self) -> MonoTime {
-        MonoTime(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        precise_now()
+    }
+    fn approximate_monotonic(&self) -> MonoTime {
+        coarse_now()
     }
     fn wall(&self) -> Timestamp {
         let d = std::time::SystemTime::now()
@@ -219,6 +259,9 @@ impl EventLoop {
 impl Clock for EventLoop {
     fn monotonic(&self) -> MonoTime {
         self.inner.clock.monotonic()
+    }
+    fn approximate_monotonic(&self) -> MonoTime {
+        self.inner.clock.approximate_monotonic()
     }
     fn wall(&self) -> Timestamp {
         self.inner.clock.wall()

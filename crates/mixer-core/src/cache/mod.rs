@@ -2,6 +2,7 @@
 //! token cache with prefetch ([`quota`]).
 
 pub mod check;
+mod hashed;
 pub(crate) mod key;
 pub mod quota;
 

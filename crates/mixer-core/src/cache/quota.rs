@@ -56,13 +56,13 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
 use crate::pal::MonoTime;
 
 /// Tuning of a [`QuotaPrefetch`]. The first four fields are the C++ client's options and defaults.
@@ -192,11 +192,13 @@ impl RateCounter {
         if elapsed >= window {
             return self.count;
         }
-        i128::from(self.count)
-            .checked_mul(i128::from(window))
-            .map_or(i64::MAX, |n| {
-                i64::try_from(n / i128::from(elapsed)).unwrap_or(i64::MAX)
-            })
+        // A rate estimate: f64 is exact enough and much cheaper than 128-bit division.
+        let scaled = self.count as f64 * (window as f64 / elapsed as f64);
+        if scaled >= i64::MAX as f64 {
+            i64::MAX
+        } else {
+            scaled as i64
+        }
     }
 }
 
@@ -436,11 +438,14 @@ impl QuotaPrefetch {
             .unwrap_or(Duration::ZERO);
         if validity > Duration::ZERO {
             // No more than the measured rate can use before the tokens expire.
-            let window = self.opts.predict_window.as_nanos().max(1);
-            let usable = u128::try_from(rate)
+            let window = u64::try_from(self.opts.predict_window.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let validity_ns = u64::try_from(validity.as_nanos()).unwrap_or(u64::MAX);
+            let usable = u64::try_from(rate)
                 .unwrap_or(0)
-                .checked_mul(validity.as_nanos())
-                .map_or(u128::MAX, |n| n.div_ceil(window));
+                .checked_mul(validity_ns)
+                .map_or(u64::MAX, |n| n.div_ceil(window));
             desired = desired.min(i64::try_from(usable).unwrap_or(i64::MAX).max(1));
         }
         // Tokens requested and not yet in hand (optimistic grants are already available).
@@ -544,7 +549,7 @@ impl Default for QuotaCacheConfig {
     }
 }
 
-/// [`QuotaCache`] counters.
+/// [`QuotaCache`] counters (a snapshot summed over the shards).
 #[derive(Debug, Default)]
 pub struct QuotaCacheStats {
     /// Checks made.
@@ -559,32 +564,35 @@ pub struct QuotaCacheStats {
     pub evictions: AtomicU64,
 }
 
-impl QuotaCacheStats {
-    fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Ids of one entry's requests: `entry sequence << ID_SHIFT | local id`.
 const ID_SHIFT: u32 = 40;
 
 /// Independent LRU shards of a large [`QuotaCache`] (less contention between worker threads).
 const SHARDS: usize = 16;
 
-type Shard = Mutex<LruCache<Box<str>, Arc<Mutex<QuotaPrefetch>>>>;
+/// One shard: its entries and its counters, all under the shard's lock (a check takes one lock
+/// and touches no shared atomic).
+struct ShardState {
+    map: LruCache<HashedKey, QuotaPrefetch, PassThroughState>,
+    checks: u64,
+    granted: u64,
+    prefetches: u64,
+    failures: u64,
+    evictions: u64,
+}
 
 thread_local! {
-    static MAP_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static MAP_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A thread-safe, bounded (LRU) map from (quota name, key) to a [`QuotaPrefetch`], in shards.
-/// A shard lock is held only to find an entry; each entry has its own lock. Look-ups build the
-/// map key in a per-thread buffer, so a warm check allocates nothing.
+/// A check hashes its key once (the hash picks the shard and is reused by the shard's map),
+/// builds the key in a per-thread buffer (a warm check allocates nothing) and runs the entry's
+/// state machine under the shard lock.
 pub struct QuotaCache {
     cfg: QuotaCacheConfig,
-    entries: Vec<Shard>,
+    entries: Vec<Mutex<ShardState>>,
     next_entry: AtomicU64,
-    stats: QuotaCacheStats,
 }
 
 impl std::fmt::Debug for QuotaCache {
@@ -592,7 +600,7 @@ impl std::fmt::Debug for QuotaCache {
         f.debug_struct("QuotaCache")
             .field("cfg", &self.cfg)
             .field("entries", &self.len())
-            .field("stats", &self.stats)
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -606,25 +614,47 @@ impl QuotaCache {
         QuotaCache {
             cfg,
             entries: (0..shards)
-                .map(|_| Mutex::new(LruCache::new(cap)))
+                .map(|_| {
+                    Mutex::new(ShardState {
+                        map: LruCache::with_hasher(cap, PassThroughState::default()),
+                        checks: 0,
+                        granted: 0,
+                        prefetches: 0,
+                        failures: 0,
+                        evictions: 0,
+                    })
+                })
                 .collect(),
             next_entry: AtomicU64::new(1),
-            stats: QuotaCacheStats::default(),
         }
     }
 
     /// Asks for `amount` tokens of `quota` for `key` at `now`; see [`QuotaPrefetch::check`].
     pub fn check(&self, quota: &str, key: &str, amount: i64, now: MonoTime) -> QuotaDecision {
-        QuotaCacheStats::inc(&self.stats.checks);
-        let entry = self.entry(quota, key, now);
-        let d = entry.lock().check(amount, now);
-        if d.granted {
-            QuotaCacheStats::inc(&self.stats.granted);
-        }
-        if d.prefetch.is_some() {
-            QuotaCacheStats::inc(&self.stats.prefetches);
-        }
-        d
+        Self::with_map_key(quota, key, |probe| {
+            let mut shard = self.shard(probe.hash).lock();
+            shard.checks += 1;
+            let d = match shard.map.get_mut(&probe as &dyn KeyView) {
+                Some(entry) => entry.check(amount, now),
+                None => {
+                    let seq = self.next_entry.fetch_add(1, Ordering::Relaxed);
+                    let mut entry =
+                        QuotaPrefetch::with_id_base(self.cfg.prefetch, now, seq << ID_SHIFT);
+                    let d = entry.check(amount, now);
+                    if shard
+                        .map
+                        .push(HashedKey::new(probe.hash, probe.bytes), entry)
+                        .is_some()
+                    {
+                        shard.evictions += 1;
+                    }
+                    d
+                }
+            };
+            shard.granted += u64::from(d.granted);
+            shard.prefetches += u64::from(d.prefetch.is_some());
+            d
+        })
     }
 
     /// Feeds the backend's answer to prefetch `id` of (`quota`, `key`); ignored if the entry was
@@ -637,18 +667,20 @@ impl QuotaCache {
         outcome: PrefetchOutcome,
         now: MonoTime,
     ) {
-        if outcome == PrefetchOutcome::Failed {
-            QuotaCacheStats::inc(&self.stats.failures);
-        }
-        let entry = Self::with_map_key(quota, key, |k| self.shard(k).lock().get(k).cloned());
-        if let Some(e) = entry {
-            e.lock().on_response(id, outcome, now);
-        }
+        Self::with_map_key(quota, key, |probe| {
+            let mut shard = self.shard(probe.hash).lock();
+            if outcome == PrefetchOutcome::Failed {
+                shard.failures += 1;
+            }
+            if let Some(e) = shard.map.peek_mut(&probe as &dyn KeyView) {
+                e.on_response(id, outcome, now);
+            }
+        })
     }
 
     /// Number of (quota, key) entries.
     pub fn len(&self) -> usize {
-        self.entries.iter().map(|s| s.lock().len()).sum()
+        self.entries.iter().map(|s| s.lock().map.len()).sum()
     }
 
     /// Whether the cache holds no entry.
@@ -656,49 +688,49 @@ impl QuotaCache {
         self.len() == 0
     }
 
-    /// The counters.
-    pub fn stats(&self) -> &QuotaCacheStats {
-        &self.stats
+    /// The counters, summed over the shards.
+    pub fn stats(&self) -> QuotaCacheStats {
+        let s = QuotaCacheStats::default();
+        for shard in &self.entries {
+            let g = shard.lock();
+            s.checks.fetch_add(g.checks, Ordering::Relaxed);
+            s.granted.fetch_add(g.granted, Ordering::Relaxed);
+            s.prefetches.fetch_add(g.prefetches, Ordering::Relaxed);
+            s.failures.fetch_add(g.failures, Ordering::Relaxed);
+            s.evictions.fetch_add(g.evictions, Ordering::Relaxed);
+        }
+        s
     }
 
-    /// Calls `f` with `quota` and `key` unambiguously joined (the quota name's length first),
-    /// built in a per-thread buffer.
-    fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(&str) -> T) -> T {
-        use std::fmt::Write as _;
+    /// Calls `f` with the unambiguous join of `quota` and `key` (the quota name's length first)
+    /// and its hash, built in a per-thread buffer.
+    fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(Probe<'_>) -> T) -> T {
+        let build = |b: &mut Vec<u8>| {
+            b.clear();
+            b.extend_from_slice(&(quota.len() as u64).to_le_bytes());
+            b.extend_from_slice(quota.as_bytes());
+            b.extend_from_slice(key.as_bytes());
+        };
         MAP_KEY.with(|buf| match buf.try_borrow_mut() {
             Ok(mut b) => {
-                b.clear();
-                let _ = write!(b, "{}:{quota}{key}", quota.len());
-                f(&b)
+                build(&mut b);
+                f(Probe {
+                    hash: hash_bytes(&b),
+                    bytes: &b,
+                })
             }
-            Err(_) => f(&format!("{}:{quota}{key}", quota.len())),
+            Err(_) => {
+                let mut b = Vec::new();
+                build(&mut b);
+                f(Probe {
+                    hash: hash_bytes(&b),
+                    bytes: &b,
+                })
+            }
         })
     }
 
-    fn shard(&self, map_key: &str) -> &Shard {
-        use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::with_seed(0x71_756f_7461).hash_one(map_key);
-        &self.entries[((h >> 32) as usize) % self.entries.len().max(1)]
-    }
-
-    fn entry(&self, quota: &str, key: &str, now: MonoTime) -> Arc<Mutex<QuotaPrefetch>> {
-        Self::with_map_key(quota, key, |k| self.entry_for(k, now))
-    }
-
-    fn entry_for(&self, k: &str, now: MonoTime) -> Arc<Mutex<QuotaPrefetch>> {
-        let mut map = self.shard(k).lock();
-        if let Some(e) = map.get(k) {
-            return e.clone();
-        }
-        let seq = self.next_entry.fetch_add(1, Ordering::Relaxed);
-        let e = Arc::new(Mutex::new(QuotaPrefetch::with_id_base(
-            self.cfg.prefetch,
-            now,
-            seq << ID_SHIFT,
-        )));
-        if map.push(k.into(), e.clone()).is_some() {
-            QuotaCacheStats::inc(&self.stats.evictions);
-        }
-        e
+    fn shard(&self, hash: u64) -> &Mutex<ShardState> {
+        &self.entries[shard_index(hash, self.entries.len())]
     }
 }

@@ -42,6 +42,12 @@ pub trait Clock: Send + Sync {
     fn monotonic(&self) -> MonoTime;
     /// Wall-clock time, for timestamps in telemetry.
     fn wall(&self) -> Timestamp;
+    /// Monotonic time that may lag [`Clock::monotonic`] by about a millisecond, on the same
+    /// time base, for cache validity on the request path (Envoy's
+    /// `approximateMonotonicTime()`). Hosts with a cheaper coarse clock override it.
+    fn approximate_monotonic(&self) -> MonoTime {
+        self.monotonic()
+    }
 }
 
 /// Identifies a timer for cancellation.

@@ -1,0 +1,131 @@
+//! Byte-string map keys hashed once: the hash chooses the shard and is reused by the shard's
+//! map (no second pass over the key), and look-ups borrow the caller's bytes (no allocation).
+//! Equality always compares the full bytes.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// The hash of `bytes` (fixed seed: stable within the process).
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x6d69_7865_7232).hash_one(bytes)
+}
+
+/// The shard of a hash (its high bits; the map inside the shard uses the low ones).
+pub(crate) fn shard_index(hash: u64, shards: usize) -> usize {
+    ((hash >> 32) as usize) % shards.max(1)
+}
+
+/// A stored key: its bytes and their hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HashedKey {
+    hash: u64,
+    bytes: Box<[u8]>,
+}
+
+impl HashedKey {
+    pub(crate) fn new(hash: u64, bytes: &[u8]) -> Self {
+        HashedKey {
+            hash,
+            bytes: bytes.into(),
+        }
+    }
+}
+
+/// What stored keys and borrowed probes have in common.
+pub(crate) trait KeyView {
+    fn key_hash(&self) -> u64;
+    fn key_bytes(&self) -> &[u8];
+}
+
+impl KeyView for HashedKey {
+    fn key_hash(&self) -> u64 {
+        self.hash
+    }
+    fn key_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A look-up key borrowing the caller's bytes.
+pub(crate) struct Probe<'b> {
+    pub hash: u64,
+    pub bytes: &'b [u8],
+}
+
+impl KeyView for Probe<'_> {
+    fn key_hash(&self) -> u64 {
+        self.hash
+    }
+    fn key_bytes(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Hash for HashedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash)
+    }
+}
+
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.key_hash())
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_hash() == other.key_hash() && self.key_bytes() == other.key_bytes()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl<'a> Borrow<dyn KeyView + 'a> for HashedKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+/// A hasher that passes the precomputed hash through.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by the keys above; mix in anything else deterministically.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Builds [`PassThrough`] hashers.
+pub(crate) type PassThroughState = std::hash::BuildHasherDefault<PassThrough>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lru::LruCache;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn probes_find_stored_keys_and_compare_full_bytes() {
+        let cap = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN);
+        let mut m: LruCache<HashedKey, u32, PassThroughState> =
+            LruCache::with_hasher(cap, PassThroughState::default());
+        let h = hash_bytes(b"abc");
+        m.put(HashedKey::new(h, b"abc"), 1);
+        let probe = Probe { hash: h, bytes: b"abc" };
+        assert_eq!(m.get(&probe as &dyn KeyView), Some(&1));
+        // Same hash, different bytes: a collision never matches.
+        let forged = Probe { hash: h, bytes: b"abd" };
+        assert_eq!(m.get(&forged as &dyn KeyView), None);
+    }
+}

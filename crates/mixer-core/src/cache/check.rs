@@ -15,7 +15,8 @@ use lru::LruCache;
 use mixer_attr::{Bag, ReferencedAttributes};
 use parking_lot::Mutex;
 
-use super::key::{KeyShape, ShapeKey, shard_of};
+use super::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
+use super::key::{KeyShape, ShapeKey};
 use crate::decision::Decision;
 use crate::pal::MonoTime;
 
@@ -77,7 +78,7 @@ struct Entry {
 pub struct CheckCache {
     config: CheckCacheConfig,
     shapes: ArcSwap<Vec<Arc<KeyShape>>>,
-    shards: Vec<Mutex<LruCache<ShapeKey, Entry>>>,
+    shards: Vec<Mutex<LruCache<HashedKey, Entry, PassThroughState>>>,
     stats: CacheStats,
     generation: AtomicU64,
 }
@@ -105,7 +106,7 @@ impl CheckCache {
             config,
             shapes: ArcSwap::from_pointee(Vec::new()),
             shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::new(cap)))
+                .map(|_| Mutex::new(LruCache::with_hasher(cap, PassThroughState::default())))
                 .collect(),
             stats: CacheStats::default(),
             generation: AtomicU64::new(0),
@@ -149,8 +150,10 @@ impl CheckCache {
                 if !shape.encode(id as u32, bag, &mut buf) {
                     continue;
                 }
-                let key: &[u8] = &buf;
-                let mut shard = self.shards[shard_of(key, self.shards.len())].lock();
+                let hash = hash_bytes(&buf);
+                let probe = Probe { hash, bytes: &buf };
+                let key = &probe as &dyn KeyView;
+                let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
                 let Some(entry) = shard.get_mut(key) else {
                     continue;
                 };
@@ -220,7 +223,9 @@ impl CheckCache {
             uses_left: decision.valid_use_count,
             decision,
         };
-        let mut shard = self.shards[shard_of(&key.0, self.shards.len())].lock();
+        let hash = hash_bytes(&key.0);
+        let key = HashedKey::new(hash, &key.0);
+        let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
         if let Some((old_key, _)) = shard.push(key.clone(), entry)
             && old_key != key
         {

@@ -265,17 +265,38 @@ fn property(view: &InstanceView<'_>, map: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The instance fields rules look at, read once per check.
+struct Request<'a> {
+    user: &'a str,
+    groups: &'a str,
+    namespace: &'a str,
+    service: &'a str,
+    method: &'a str,
+    path: &'a str,
+}
+
+impl<'a> Request<'a> {
+    fn of(view: &'a InstanceView<'a>) -> Self {
+        Request {
+            user: text(view, "subject.user"),
+            groups: text(view, "subject.groups"),
+            namespace: text(view, "action.namespace"),
+            service: text(view, "action.service"),
+            method: text(view, "action.method"),
+            path: text(view, "action.path"),
+        }
+    }
+}
+
 impl Rbac {
-    fn subject_matches(&self, s: &Subject, view: &InstanceView<'_>) -> bool {
+    fn subject_matches(&self, s: &Subject, req: &Request<'_>, view: &InstanceView<'_>) -> bool {
         if let Some(u) = &s.user
-            && !u.matches(text(view, "subject.user"))
+            && !u.matches(req.user)
         {
             return false;
         }
         if let Some(g) = &s.group
-            && !text(view, "subject.groups")
-                .split(',')
-                .any(|x| x.trim() == g)
+            && !req.groups.split(',').any(|x| x.trim() == g)
         {
             return false;
         }
@@ -284,21 +305,16 @@ impl Rbac {
             .all(|(k, v)| property(view, "subject.properties", k).as_deref() == Some(v.as_str()))
     }
 
-    fn role_allows(&self, role: &Role, view: &InstanceView<'_>) -> bool {
+    fn role_allows(&self, role: &Role, req: &Request<'_>, view: &InstanceView<'_>) -> bool {
         if let Some(ns) = &role.namespace
-            && text(view, "action.namespace") != ns
+            && req.namespace != ns
         {
             return false;
         }
-        let (service, method, path) = (
-            text(view, "action.service"),
-            text(view, "action.method"),
-            text(view, "action.path"),
-        );
         role.rules.iter().any(|r| {
-            any_of(&r.services, service)
-                && any_of(&r.methods, method)
-                && any_of(&r.paths, path)
+            any_of(&r.services, req.service)
+                && any_of(&r.methods, req.method)
+                && any_of(&r.paths, req.path)
                 && r.constraints.iter().all(|(k, values)| {
                     property(view, "action.properties", k).is_some_and(|v| values.contains(&v))
                 })
@@ -314,11 +330,12 @@ impl Handler for Rbac {
 
 impl CheckHandler for Rbac {
     fn check(&self, view: &InstanceView<'_>, _: &RequestContext<'_>) -> Poll<CheckResult> {
+        let req = Request::of(view);
         let allowed = self
             .bindings
             .iter()
-            .filter(|b| b.subjects.iter().any(|s| self.subject_matches(s, view)))
-            .any(|b| self.role_allows(&self.roles[b.role], view));
+            .filter(|b| b.subjects.iter().any(|s| self.subject_matches(s, &req, view)))
+            .any(|b| self.role_allows(&self.roles[b.role], &req, view));
         Poll::Ready(if allowed {
             CheckResult::allow(self.valid_duration, 10_000)
         } else {

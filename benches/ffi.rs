@@ -1,18 +1,21 @@
 //! What the C++ bridge adds to a check: the bridge's Rust-side entry point called the way the
 //! C++ filter calls it (a `RequestInfo` of borrowed header and connection byte slices, mapped
 //! onto Istio attributes inside, the decision flattened into a `CheckResult`, all inside
-//! `catch_unwind`) against `Worker::check` on the same request built natively in Rust.
-//! Both answer from the check cache (the request matches no rule with a backend).
+//! `catch_unwind`) against `Worker::check` on the same request as a Rust proxy holds it (`&str`
+//! headers, parsed addresses), mapped by the same shared mapping
+//! (`mixer_attr::ingest::request_attributes`). The difference is what the bridge adds: byte
+//! slices instead of `&str` (UTF-8 checked when read), raw address octets, the panic boundary
+//! and the decision flattened for C++. Both answer from the check cache (the request matches no
+//! rule with a backend).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mixer_attr::{Attributes, StringMapRef, Value, well_known as wk};
+use mixer_attr::ingest::{self, Connection, Text};
+use mixer_core::pal::Platform;
 use mixer_core::pal::virtual_time::VirtualPlatform;
-use mixer_core::pal::{Clock, Platform};
 use mixer_core::{CheckStart, CompileOptions, Pipeline};
 use mixer_ffi::cxx::UniquePtr;
 use mixer_ffi::ffi;
@@ -68,43 +71,24 @@ fn ffi_check(c: &mut Criterion) {
     let ffi_worker = mixer_ffi::Worker::from_core(pipeline.worker(Arc::new(vt.clone())));
 
     let mut g = c.benchmark_group("ffi");
-    // A Rust host: the same attributes fill_request sets, from its own parsed values.
-    let source_ip: IpAddr = "10.0.0.7".parse().unwrap();
-    let destination_ip: IpAddr = "10.0.0.9".parse().unwrap();
+    // A Rust proxy: its header list (`&str` pairs) and parsed connection facts through the same
+    // mapping the bridge uses (`mixer_attr::ingest::request_attributes`), the time from the
+    // pipeline's clock as the bridge reads it.
+    let connection = Connection {
+        source_ip: "10.0.0.7".parse().ok(),
+        source_port: Some(43210),
+        destination_ip: "10.0.0.9".parse().ok(),
+        destination_port: Some(9080),
+        source_principal: Some(Text::Str("spiffe://cluster.local/ns/default/sa/client")),
+        destination_principal: Some(Text::Str("spiffe://cluster.local/ns/default/sa/server")),
+        requested_server_name: None,
+        mtls: true,
+    };
     g.bench_function("rust_worker_check", |b| {
         b.iter(|| {
             let headers: &[(&str, &str)] = black_box(HEADERS);
-            let mut bag = Attributes::with_capacity(16);
-            bag.set(
-                wk::REQUEST_HEADERS,
-                Value::StringMap(StringMapRef::Borrowed(&headers)),
-            );
-            bag.set(wk::REQUEST_PATH, Value::str(headers[1].1));
-            bag.set(wk::REQUEST_URL_PATH, Value::str(headers[1].1));
-            bag.set(wk::REQUEST_METHOD, Value::str(headers[0].1));
-            bag.set(wk::REQUEST_HOST, Value::str(headers[2].1));
-            bag.set(wk::REQUEST_SCHEME, Value::str(headers[3].1));
-            bag.set(wk::REQUEST_USERAGENT, Value::str(headers[4].1));
-            bag.set(wk::REQUEST_ID, Value::str(headers[5].1));
-            bag.set(wk::CONTEXT_PROTOCOL, Value::str("http"));
-            bag.set(wk::REQUEST_TIME, Value::Timestamp(vt.wall()));
-            bag.set(wk::SOURCE_IP, Value::IpAddress(source_ip));
-            bag.set(wk::SOURCE_PORT, Value::Int64(43210));
-            bag.set(wk::DESTINATION_IP, Value::IpAddress(destination_ip));
-            bag.set(wk::DESTINATION_PORT, Value::Int64(9080));
-            bag.set(
-                wk::SOURCE_PRINCIPAL,
-                Value::str("spiffe://cluster.local/ns/default/sa/client"),
-            );
-            bag.set(
-                wk::SOURCE_USER,
-                Value::str("spiffe://cluster.local/ns/default/sa/client"),
-            );
-            bag.set(
-                wk::DESTINATION_PRINCIPAL,
-                Value::str("spiffe://cluster.local/ns/default/sa/server"),
-            );
-            bag.set(wk::CONNECTION_MTLS, Value::Bool(true));
+            let now = worker.pipeline().platform().clock.wall();
+            let bag = ingest::request_attributes(&headers, black_box(&connection), now);
             match worker.check(&bag, |_| {}) {
                 CheckStart::Done(a) => black_box(a.is_allowed()),
                 CheckStart::Pending(_) => unreachable!(),

@@ -1,19 +1,28 @@
-//! The telemetry path: the per-request report cost with Istio's default config (4 HTTP metric
-//! instances to the prometheus handler + one access log entry to stdio, whose lines go to a sink
-//! that discards them), inline dispatch; the same without the access log; and the exposition
-//! of 10,000 series.
+//! The telemetry path with Istio's default config (4 HTTP metric instances to the prometheus
+//! handler + one access log entry to stdio, whose lines go to a sink that discards them):
+//!
+//! - `report/inline_*`: `Worker::report` evaluating and dispatching on the request thread (each
+//!   distinct instance-field expression once per request);
+//! - `report/deferred_capture_*`: what the request thread pays with deferred reports (capture
+//!   into a record and enqueue); the queue is drained between timed chunks, untimed;
+//! - `report/deferred_total_*`: capture plus the drain (evaluation and dispatch of the captured
+//!   records, in batches of 1,000), per request;
+//!
+//! then the transform alone, and the exposition of 10,000 series.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mixer_adapters::prometheus::{self, Format};
 use mixer_adapters::stdio::{LineSink, StdioAdapter};
 use mixer_attr::{Attributes, StringMap, Timestamp, Value, well_known as wk};
-use mixer_core::{CompileOptions, Pipeline};
+use mixer_core::report_queue::ReportQueueOptions;
+use mixer_core::{CompileOptions, Pipeline, PipelineOptions};
 use mixer_host::EventLoop;
 
 /// Counts lines and drops them.
@@ -26,7 +35,25 @@ impl LineSink for Discard {
     }
 }
 
-fn pipeline(with_access_log: bool) -> (Pipeline, EventLoop) {
+/// Reports captured between drains in the deferred benches.
+const CHUNK: u64 = 1000;
+
+/// Deferred reports whose background drainer never starts a drain during a run (a batch larger
+/// than any chunk, an hour's delay): the bench drains explicitly, on its own thread, so that
+/// every drain is either timed (total) or kept out of the timing (capture).
+fn deferred() -> PipelineOptions {
+    PipelineOptions {
+        report_queue: ReportQueueOptions {
+            deferred: true,
+            capacity: 4 * CHUNK as usize,
+            batch: usize::MAX,
+            max_delay: Duration::from_secs(3600),
+        },
+        ..Default::default()
+    }
+}
+
+fn build(with_access_log: bool, options: PipelineOptions) -> (Pipeline, EventLoop) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/istio-configs/istio-1.4-default-mixer-config.yaml");
     let mut loaded = mixer_config::load_paths(&[path]).unwrap();
@@ -38,14 +65,17 @@ fn pipeline(with_access_log: bool) -> (Pipeline, EventLoop) {
         Discard::default(),
     ))));
     let event_loop = EventLoop::new();
-    let options = CompileOptions {
+    let compile = CompileOptions {
         skip_unknown_adapters: true,
         ..Default::default()
     };
     let snapshot =
-        mixer_config::compile_loaded(&loaded, &registry, &event_loop.platform(), None, &options)
+        mixer_config::compile_loaded(&loaded, &registry, &event_loop.platform(), None, &compile)
             .unwrap();
-    (Pipeline::new(snapshot, event_loop.platform()), event_loop)
+    (
+        Pipeline::with_options(snapshot, event_loop.platform(), options),
+        event_loop,
+    )
 }
 
 fn labels(app: &str, version: &str) -> Value<'static> {
@@ -106,27 +136,77 @@ fn request() -> Attributes<'static> {
 fn report(c: &mut Criterion) {
     let bag = request();
     for (name, access_log) in [
-        ("istio_default_4_metrics_and_access_log", true),
-        ("istio_default_4_metrics", false),
+        ("4_metrics_and_access_log", true),
+        ("4_metrics", false),
     ] {
-        let (pipeline, event_loop) = pipeline(access_log);
+        let sent = if access_log { 5 } else { 4 };
+        let (pipeline, event_loop) = build(access_log, PipelineOptions::default());
+        let shape = pipeline.report_plan_shape();
+        eprintln!(
+            "{name}: {} instance fields, {} distinct expressions, {} attributes captured when deferred",
+            shape.fields, shape.expressions, shape.captured_attributes
+        );
         let worker = pipeline.worker(Arc::new(event_loop.clone()));
         let s = worker.report(&bag);
-        assert_eq!(
-            (s.instances_sent, s.instance_errors),
-            (if access_log { 5 } else { 4 }, 0)
-        );
-        c.bench_function(&format!("report/{name}"), |b| {
+        assert_eq!((s.instances_sent, s.instance_errors), (sent, 0));
+        c.bench_function(&format!("report/inline_{name}"), |b| {
             b.iter(|| black_box(worker.report(black_box(&bag))))
         });
         pipeline.flush();
+
+        let (pipeline, event_loop) = build(access_log, deferred());
+        let worker = pipeline.worker(Arc::new(event_loop.clone()));
+        assert!(worker.report(&bag).deferred);
+        assert_eq!(pipeline.drain_reports(), 1);
+        let stats = pipeline.stats();
+        assert_eq!(stats.report_instances.load(Ordering::Relaxed), sent as u64);
+        // What the request thread pays: capture and enqueue. Drains run between chunks, untimed.
+        c.bench_function(&format!("report/deferred_capture_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        black_box(worker.report(black_box(&bag)));
+                    }
+                    timed += start.elapsed();
+                    pipeline.drain_reports();
+                    left -= n;
+                }
+                timed
+            })
+        });
+        // Everything per request: capture, then the drain's evaluation and dispatch.
+        c.bench_function(&format!("report/deferred_total_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    for _ in 0..n {
+                        black_box(worker.report(black_box(&bag)));
+                    }
+                    pipeline.drain_reports();
+                    left -= n;
+                }
+                start.elapsed()
+            })
+        });
+        pipeline.flush();
+        assert_eq!(stats.reports_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            stats.report_instances.load(Ordering::Relaxed),
+            sent as u64 * stats.reports.load(Ordering::Relaxed)
+        );
     }
 }
 
 /// The transform alone: evaluating the instances the report builds (no dispatch, no adapter).
 fn transform(c: &mut Criterion) {
     let bag = request();
-    let (pipeline, _event_loop) = pipeline(true);
+    let (pipeline, _event_loop) = build(true, PipelineOptions::default());
     let snapshot = pipeline.snapshot();
     let names = [
         "requestcount",
@@ -156,7 +236,7 @@ fn transform(c: &mut Criterion) {
 }
 
 fn exposition(c: &mut Criterion) {
-    let (pipeline, event_loop) = pipeline(false);
+    let (pipeline, event_loop) = build(false, PipelineOptions::default());
     let worker = pipeline.worker(Arc::new(event_loop.clone()));
     // 2,500 distinct label sets x (1 counter + 3 histograms) = 10,000 series.
     for i in 0..2500 {

@@ -1,1 +1,205 @@
-//! apiattributes attribute-producing adapter: HTTP method and path templates to api.* attributes.
+//! `apiattributes`: an attribute-producing adapter that maps a request's method and URL path to
+//! API identity through URL path templates, like Istio's `HTTPAPISpec`.
+//!
+//! ```yaml
+//! kind: handler                      # the adapter
+//! metadata: {name: bookstore}
+//! spec:
+//!   compiledAdapter: apiattributes
+//!   params:
+//!     service: bookstore.example.com
+//!     version: v1
+//!     operations:
+//!     - {name: listShelves, method: GET, template: /shelves}
+//!     - {name: getShelf, method: GET, template: "/shelves/{shelf}"}
+//!     - {name: getBook, method: GET, template: "/shelves/{shelf}/books/{book}"}
+//!     - {name: getFile, method: "*", template: "/files/{path=**}"}
+//! ---
+//! kind: apiattributes                # the instance (template `apiattributes`)
+//! metadata: {name: api}
+//! spec:
+//!   method: request.method | "GET"
+//!   path: request.path | "/"         # with the query string
+//!   attribute_bindings:
+//!     api.service: $out.api_service | ""
+//!     api.operation: $out.api_operation | "unknown"
+//! ```
+//!
+//! A rule whose action sends the instance to the handler puts it in the attribute-producing
+//! chain. Outputs: `api_service` and `api_version` (when configured), `api_protocol` (`http`
+//! unless `protocol` says otherwise), and, when a template matched, `api_operation`,
+//! `path_params` (the template's named variables) and `query_params`, all percent-decoded (`+`
+//! is a space in the query). When nothing matches, the operation and both maps are absent, so a
+//! binding's default applies. An instance without `method` matches only operations of method
+//! `*`. Params are described in [`params`] (HTTPAPISpec `patterns` are accepted too), the
+//! template syntax in [`template`], matching and precedence in [`trie`].
+//!
+//! A trailing `/` is ignored on both sides: `/shelves/` matches `/shelves` and a template
+//! `/shelves/` is `/shelves`. Outputs are never cached by the pipeline: a match costs less than
+//! a cache lookup.
+
+mod decode;
+mod output;
+pub mod params;
+pub mod template;
+pub mod trie;
+
+use std::fmt;
+use std::sync::Arc;
+
+use mixer_attr::Value;
+use mixer_core::Status;
+use mixer_core::adapter::{
+    Adapter, AdapterError, ApaContext, ApaOutput, AttributeProducer, Handler, HandlerConfig,
+    Produced,
+};
+use mixer_core::instance::InstanceView;
+
+pub use output::ParamMap;
+use output::{Compiled, Output, Slot};
+pub use template::{PathTemplate, Segment, TemplateError};
+pub use trie::{Ambiguous, Capture, Matcher, Operation};
+
+/// The adapter's name in config (`compiledAdapter: apiattributes`).
+pub const ADAPTER_NAME: &str = "apiattributes";
+/// The template its handlers accept.
+pub const TEMPLATE_NAME: &str = "apiattributes";
+
+/// The `apiattributes` adapter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApiAttributesAdapter;
+
+impl Adapter for ApiAttributesAdapter {
+    fn name(&self) -> &'static str {
+        ADAPTER_NAME
+    }
+
+    fn templates(&self) -> &'static [&'static str] {
+        &[TEMPLATE_NAME]
+    }
+
+    fn build(&self, config: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
+        for instance in config.instances {
+            if instance.position("path").is_none() {
+                return Err(AdapterError::new(format!(
+                    "instance `{}` gives no `path`: the adapter matches templates against it",
+                    instance.name
+                )));
+            }
+        }
+        Ok(Arc::new(ApiAttributes::from_params(config.params)?))
+    }
+}
+
+/// A configured `apiattributes` handler.
+pub struct ApiAttributes {
+    compiled: Arc<Compiled>,
+    /// The outputs of every request that matches no template (built once).
+    unmatched: Arc<dyn ApaOutput>,
+}
+
+impl fmt::Debug for ApiAttributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiAttributes")
+            .field("service", &self.compiled.service)
+            .field("version", &self.compiled.version)
+            .field("operations", &self.compiled.matcher.len())
+            .finish()
+    }
+}
+
+/// The path and the query string of a request path (`/a?b=1#f` gives `/a` and `b=1`).
+fn split_target(target: &str) -> (&str, &str) {
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
+    target.split_once('?').unwrap_or((target, ""))
+}
+
+impl ApiAttributes {
+    /// Builds a handler from params (see [`params`]).
+    pub fn from_params(params: &serde_json::Value) -> Result<ApiAttributes, AdapterError> {
+        let spec = params::parse(params)?;
+        let template = mixer_core::template::template(TEMPLATE_NAME)
+            .ok_or_else(|| AdapterError::new("this build has no `apiattributes` template"))?;
+        let mut matcher = Matcher::new();
+        for op in &spec.operations {
+            let parsed = PathTemplate::parse(&op.template).map_err(|e| {
+                AdapterError::field(&op.template_field, format!("`{}`: {e}", op.template))
+            })?;
+            matcher
+                .insert(&op.name, op.method.as_deref(), &parsed, &op.template)
+                .map_err(|e| AdapterError::field(&op.field, format!("`{}`: {e}", op.name)))?;
+        }
+        let compiled = Arc::new(Compiled {
+            service: spec.service.map(String::into_boxed_str),
+            version: spec.version.map(String::into_boxed_str),
+            protocol: spec.protocol.into_boxed_str(),
+            matcher,
+            slots: Slot::of(template),
+        });
+        let unmatched: Arc<dyn ApaOutput> = Arc::new(Output {
+            compiled: compiled.clone(),
+            operation: None,
+            path_params: ParamMap::default(),
+            query_params: ParamMap::default(),
+        });
+        Ok(ApiAttributes {
+            compiled,
+            unmatched,
+        })
+    }
+
+    /// The compiled templates.
+    pub fn matcher(&self) -> &Matcher {
+        &self.compiled.matcher
+    }
+
+    /// The name of the operation that `method` and `target` (a path, with any query string)
+    /// match.
+    pub fn operation(&self, method: &str, target: &str) -> Option<&str> {
+        let (path, _) = split_target(target);
+        let op = self.compiled.matcher.find(method, path)?;
+        self.compiled.matcher.operation(op).map(|o| &*o.name)
+    }
+
+    /// The outputs for `method` and `target` (what `produce()` returns).
+    pub fn outputs(&self, method: &str, target: &str) -> Arc<dyn ApaOutput> {
+        let (path, query) = split_target(target);
+        let matcher = &self.compiled.matcher;
+        let Some(op) = matcher.find(method, path) else {
+            return self.unmatched.clone();
+        };
+        Arc::new(Output {
+            compiled: self.compiled.clone(),
+            operation: Some(op),
+            path_params: ParamMap::path_params(matcher, op, path),
+            query_params: ParamMap::query(query),
+        })
+    }
+}
+
+impl Handler for ApiAttributes {
+    fn as_attribute_producer(&self) -> Option<&dyn AttributeProducer> {
+        Some(self)
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+fn input<'a>(view: &InstanceView<'a>, field: &str) -> Option<&'a str> {
+    // Positions are looked up per call (a binary search over two fields): a handler kept across
+    // config swaps may see instances compiled after it was built.
+    let position = view.instance.position(field)?;
+    view.at(position).and_then(Value::as_str)
+}
+
+impl AttributeProducer for ApiAttributes {
+    fn produce(&self, view: &InstanceView<'_>, _: &ApaContext<'_>) -> Result<Produced, Status> {
+        let Some(target) = input(view, "path") else {
+            return Ok(Produced::uncached(self.unmatched.clone()));
+        };
+        // Without a method only `*` operations match.
+        let method = input(view, "method").unwrap_or("");
+        Ok(Produced::uncached(self.outputs(method, target)))
+    }
+}

@@ -9,6 +9,7 @@
 
 mod bag;
 pub mod compressed;
+pub mod ingest;
 pub mod json;
 mod referenced;
 mod time_values;

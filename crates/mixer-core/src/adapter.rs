@@ -14,6 +14,7 @@ use bytes::Bytes;
 use mixer_attr::{Duration, Value};
 
 use crate::instance::{CompiledInstance, InstanceView};
+use crate::mutation::Direction;
 use crate::pal::{Dispatcher, Platform};
 use crate::pending::Poll;
 use crate::status::Status;
@@ -224,20 +225,31 @@ pub enum HeaderChange {
     Remove(String),
 }
 
-/// One request or response message passing through mutation.
+/// One request or response message passing through mutation: what the handlers changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MutationMessage {
+    /// Header changes, in the order the handlers made them.
     pub header_changes: Vec<HeaderChange>,
-    /// The body, when the handler replaced it.
+    /// The body, when a handler replaced it.
     pub body: Option<Bytes>,
 }
 
-/// Serves `mutation`-variety templates.
+/// Serves `mutation`-variety templates: rewrites request and response messages (see
+/// [`crate::mutation`] for how bodies are streamed and limited).
 pub trait MutationHandler: Send + Sync {
-    /// Rewrites `message` given the instance and the current body.
+    /// The largest body of a `direction` message this handler reads (and may replace), or
+    /// `None` when it changes only the headers of such messages, so their bodies stream through
+    /// untouched. Called once per message, when its headers are known.
+    fn body_limit(&self, direction: Direction) -> Option<usize>;
+
+    /// Rewrites one message given the instance. `body` is the whole body as earlier handlers
+    /// left it when [`MutationHandler::body_limit`] is `Some`, and empty otherwise. Add header
+    /// changes to `message` and set `message.body` to replace the body. An error stops the
+    /// message; use `INVALID_ARGUMENT` for a body that cannot be converted.
     fn mutate(
         &self,
         instance: &InstanceView<'_>,
+        direction: Direction,
         body: &[u8],
         message: &mut MutationMessage,
     ) -> Result<(), Status>;

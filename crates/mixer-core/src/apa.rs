@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use lru::LruCache;
-use mixer_attr::{AttrId, Attributes, Bag, LayeredBag, Value};
+use mixer_attr::{AttrId, Bag, LayeredBag, Value};
 use parking_lot::Mutex;
 
 use crate::adapter::{ApaContext, ApaOutput};
@@ -92,44 +92,95 @@ thread_local! {
     static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The request's attributes seen through the layers bound so far (latest first).
-struct ChainBag<'r> {
-    layers: &'r [OnceCell<Attributes<'r>>],
-    input: &'r dyn Bag,
+/// What one stage left for the request: its outputs (`None` while not run, `Some(None)` when
+/// skipped or failed) and the bags its bindings evaluate over, all living as long as the run.
+struct StageCell<'r> {
+    output: OnceCell<Option<Arc<dyn ApaOutput>>>,
+    /// The request as this stage sees it (earlier stages' bindings over the input).
+    view: OnceCell<ChainView<'r>>,
+    out: OnceCell<OutBag<'r>>,
+    /// `$out.*` over `view`: what this stage's bindings read.
+    over: OnceCell<LayeredBag<'r, 'r>>,
 }
 
-impl Bag for ChainBag<'_> {
+impl StageCell<'_> {
+    fn new() -> Self {
+        StageCell {
+            output: OnceCell::new(),
+            view: OnceCell::new(),
+            out: OnceCell::new(),
+            over: OnceCell::new(),
+        }
+    }
+}
+
+/// One request's run of the chain.
+struct Run<'r> {
+    snapshot: &'r Snapshot,
+    input: &'r dyn Bag,
+    cells: &'r [StageCell<'r>],
+    /// Bound values by flat binding number, evaluated when first read.
+    memo: &'r [OnceCell<Option<Value<'r>>>],
+}
+
+/// The request's attributes as stage `upto` sees them: bindings of stages before it over the
+/// input. A binding is evaluated the first time the transform (or a later stage) reads its
+/// attribute, so a check that reads 2 of 21 bound attributes evaluates 2 bindings.
+#[derive(Clone, Copy)]
+struct ChainView<'r> {
+    run: &'r Run<'r>,
+    upto: usize,
+}
+
+impl<'r> ChainView<'r> {
+    /// The bound value of `id` visible here, if a stage before `upto` binds it and ran.
+    #[inline]
+    fn bound(&self, id: AttrId) -> Option<&'r Value<'r>> {
+        let run = self.run;
+        let chain = &run.snapshot.apa;
+        let flat = chain.binding_of(id)?;
+        let (stage, index) = chain.bindings[flat];
+        let stage = stage as usize;
+        if stage >= self.upto {
+            return None;
+        }
+        let cell = &run.cells[stage];
+        let over = cell.over.get()?;
+        run.memo[flat]
+            .get_or_init(|| {
+                let binding = &chain.stages[stage].bindings[index as usize];
+                binding.expr.eval(over, &mut ()).ok()
+            })
+            .as_ref()
+    }
+}
+
+impl Bag for ChainView<'_> {
     #[inline]
     fn get(&self, id: AttrId) -> Option<Value<'_>> {
-        for layer in self.layers.iter().rev() {
-            if let Some(v) = layer.get().and_then(|l| l.get(id)) {
-                return Some(v);
-            }
+        match self.bound(id) {
+            Some(v) => Some(v.reborrow()),
+            None => self.run.input.get(id),
         }
-        self.input.get(id)
     }
     #[inline]
     fn get_stored(&self, id: AttrId) -> Option<Option<&Value<'_>>> {
-        for layer in self.layers.iter().rev() {
-            if let Some(Some(Some(v))) = layer.get().map(|l| l.get_stored(id)) {
-                return Some(Some(v));
-            }
+        match self.bound(id) {
+            Some(v) => Some(Some(v)),
+            None => self.run.input.get_stored(id),
         }
-        self.input.get_stored(id)
     }
     fn for_each(&self, f: &mut dyn FnMut(AttrId, Value<'_>)) {
+        let chain = &self.run.snapshot.apa;
         let mut seen: Vec<AttrId> = Vec::new();
-        for layer in self.layers.iter().rev() {
-            if let Some(l) = layer.get() {
-                for (id, v) in l.iter() {
-                    if !seen.contains(&id) {
-                        seen.push(id);
-                        f(id, v.reborrow());
-                    }
-                }
+        for &(stage, index) in &chain.bindings {
+            let target = chain.stages[stage as usize].bindings[index as usize].target;
+            if let Some(v) = self.bound(target) {
+                seen.push(target);
+                f(target, v.reborrow());
             }
         }
-        self.input.for_each(&mut |id, v| {
+        self.run.input.for_each(&mut |id, v| {
             if !seen.contains(&id) {
                 f(id, v)
             }
@@ -159,7 +210,7 @@ pub(crate) struct ApaRunReport {
     pub denial: Option<Status>,
     /// Handler failures (either policy).
     pub failures: u64,
-    /// Instances or bindings that failed to evaluate.
+    /// Instances or predicates that failed to evaluate.
     pub eval_errors: u64,
 }
 
@@ -172,44 +223,36 @@ pub(crate) fn with_enriched<R>(
 ) -> R {
     let chain = &snapshot.apa;
     let n = chain.stages.len();
-    // Per-stage cells, all filled once: bound values may borrow from any earlier cell.
-    let outputs: Vec<OnceCell<Arc<dyn ApaOutput>>> = (0..n).map(|_| OnceCell::new()).collect();
-    let layers: Vec<OnceCell<Attributes<'_>>> = (0..n).map(|_| OnceCell::new()).collect();
-    let seen_bags: Vec<OnceCell<ChainBag<'_>>> = (0..n).map(|_| OnceCell::new()).collect();
-    let out_bags: Vec<OnceCell<OutBag<'_>>> = (0..n).map(|_| OnceCell::new()).collect();
-    let over_bags: Vec<OnceCell<LayeredBag<'_, '_>>> = (0..n).map(|_| OnceCell::new()).collect();
+    let cells: Vec<StageCell<'_>> = (0..n).map(|_| StageCell::new()).collect();
+    let memo: Vec<OnceCell<Option<Value<'_>>>> =
+        (0..chain.bindings.len()).map(|_| OnceCell::new()).collect();
+    let run = Run {
+        snapshot,
+        input,
+        cells: &cells,
+        memo: &memo,
+    };
     let mut report = ApaRunReport::default();
     let mut values = Vec::new();
     for (i, stage) in chain.stages.iter().enumerate() {
-        let seen = seen_bags[i].get_or_init(|| ChainBag {
-            layers: &layers[..i],
-            input,
-        });
-        if !applies(stage, seen, &mut report) {
+        let cell = &cells[i];
+        let view = cell.view.get_or_init(|| ChainView { run: &run, upto: i });
+        if !applies(stage, view, &mut report) {
+            let _ = cell.output.set(None);
             continue;
         }
-        let output = produce(snapshot, stage, seen, ctx, &mut values, &mut report);
+        let output = produce(snapshot, stage, view, ctx, &mut values, &mut report);
         values.clear();
-        let Some(output) = output else { continue };
-        let output = outputs[i].get_or_init(|| output);
-        let out = out_bags[i].get_or_init(|| OutBag {
+        let Some(output) = cell.output.get_or_init(|| output) else {
+            continue;
+        };
+        let out = cell.out.get_or_init(|| OutBag {
             output: &**output,
             base: chain.out_base,
         });
-        let over = over_bags[i].get_or_init(|| LayeredBag::new(out, seen));
-        let mut layer = Attributes::with_capacity(stage.bindings.len());
-        for b in &stage.bindings {
-            match b.expr.eval(over, &mut ()) {
-                Ok(v) => layer.set(b.target, v),
-                Err(_) => report.eval_errors += 1,
-            }
-        }
-        let _ = layers[i].set(layer);
+        let _ = cell.over.get_or_init(|| LayeredBag::new(out, view));
     }
-    let enriched = ChainBag {
-        layers: &layers,
-        input,
-    };
+    let enriched = ChainView { run: &run, upto: n };
     then(&enriched, report)
 }
 

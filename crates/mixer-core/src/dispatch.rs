@@ -460,6 +460,11 @@ impl ReportDispatch {
         &self.stats
     }
 
+    /// The log sink of drop notices.
+    pub(crate) fn log(&self) -> &LogSink {
+        &self.log
+    }
+
     /// True when reports go straight to the handler (no buffering).
     pub fn is_inline(&self) -> bool {
         self.buffer.is_none()

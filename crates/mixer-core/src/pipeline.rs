@@ -26,6 +26,8 @@ use crate::decision::{Decision, DecisionBuilder};
 use crate::instance::{CompiledInstance, InstanceView};
 use crate::pal::{Dispatcher, Platform};
 use crate::pending::{Abandoned, Poll};
+use crate::report_plan::ReportPlan;
+use crate::report_queue::{Pushed, QueueHandle, ReportQueue, ReportQueueOptions};
 use crate::snapshot::index::each_candidate;
 use crate::snapshot::{CompiledHeaderOp, CompiledRule, FailurePolicy, HeaderOpKind, Snapshot};
 use crate::status::{Code, Status};
@@ -47,23 +49,39 @@ pub struct PipelineStats {
     /// Faults injected by rules' `fault` settings.
     pub faults_injected: AtomicU64,
     pub config_swaps: AtomicU64,
+    /// Reports captured and queued for a background drain (deferred mode).
+    pub reports_deferred: AtomicU64,
+    /// Reports dropped because the deferred queue was full (each also logged).
+    pub reports_dropped: AtomicU64,
+    /// Batches of deferred reports drained.
+    pub report_batches: AtomicU64,
 }
 
 impl PipelineStats {
     fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 struct Shared {
     current: ArcSwap<Snapshot>,
     audit: arc_swap::ArcSwapOption<Arc<dyn AuditSink>>,
+    /// Whether `audit` holds a sink (read on every check without touching `audit`).
+    audited: std::sync::atomic::AtomicBool,
     /// SplitMix64 state for sampling decisions (fault injection).
     random: AtomicU64,
     platform: Platform,
-    stats: PipelineStats,
+    stats: Arc<PipelineStats>,
     check_cache: CheckCache,
     quota_cache: Arc<QuotaCache>,
+    /// The report path of the live snapshot (swapped with it).
+    report_plan: ArcSwap<ReportPlan>,
+    /// Deferred reports, when enabled.
+    report_queue: Option<QueueHandle>,
 }
 
 /// Pipeline settings.
@@ -73,6 +91,8 @@ pub struct PipelineOptions {
     pub quota_cache: QuotaCacheConfig,
     /// Seed of the pipeline's random choices (fault injection percentages).
     pub seed: u64,
+    /// Deferred reports (off by default): see [`crate::report_queue`].
+    pub report_queue: ReportQueueOptions,
 }
 
 /// The shared pipeline: the live snapshot and the platform. Cheap to clone.
@@ -101,15 +121,29 @@ impl Pipeline {
         platform: Platform,
         options: PipelineOptions,
     ) -> Pipeline {
+        let snapshot = Arc::new(snapshot);
+        let plan = ReportPlan::new(snapshot.clone());
+        let stats = Arc::new(PipelineStats::default());
+        let report_queue = options.report_queue.deferred.then(|| {
+            ReportQueue::start(
+                options.report_queue,
+                stats.clone(),
+                &platform,
+                plan.log.clone(),
+            )
+        });
         Pipeline {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(snapshot),
+                current: ArcSwap::new(snapshot),
                 audit: arc_swap::ArcSwapOption::empty(),
+                audited: std::sync::atomic::AtomicBool::new(false),
                 random: AtomicU64::new(options.seed),
                 platform,
-                stats: PipelineStats::default(),
+                stats,
                 check_cache: CheckCache::new(options.check_cache),
                 quota_cache: Arc::new(QuotaCache::new(options.quota_cache)),
+                report_plan: ArcSwap::from_pointee(plan),
+                report_queue,
             }),
         }
     }
@@ -121,6 +155,7 @@ impl Pipeline {
 
     /// Sends a record of every check decision to `sink` (`None` stops auditing).
     pub fn set_audit(&self, sink: Option<Arc<dyn AuditSink>>) {
+        self.shared.audited.store(sink.is_some(), Ordering::Relaxed);
         self.shared.audit.store(sink.map(Arc::new));
     }
 
@@ -161,7 +196,15 @@ impl Pipeline {
     /// that `next` does not keep are flushed. Returns the previous snapshot.
     pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
         let next = Arc::new(next);
+        let plan = Arc::new(ReportPlan::new(next.clone()));
         let old = self.shared.current.swap(next.clone());
+        self.shared.report_plan.store(plan.clone());
+        // Deferred reports captured so far go to the old snapshot's handlers (each record holds
+        // the snapshot it was captured under) before their buffers are flushed below.
+        if let Some(q) = &self.shared.report_queue {
+            q.0.set_log(&plan.log);
+            q.0.drain(true);
+        }
         // Cached decisions came from the old rules.
         self.shared.check_cache.clear();
         // The old snapshot's report buffers go to the old handlers; reports still running on
@@ -184,10 +227,31 @@ impl Pipeline {
     /// Delivers every report buffer of the live snapshot and flushes every handler (call on
     /// shutdown, or before reading a handler's state).
     pub fn flush(&self) {
+        self.drain_reports();
         for h in &self.snapshot().handlers {
             h.report_dispatch.flush(false, false);
             h.handler.flush();
         }
+    }
+
+    /// Evaluates and dispatches every deferred report now, on the calling thread, in the order
+    /// they were made (a no-op without deferred reports). Returns how many ran.
+    pub fn drain_reports(&self) -> usize {
+        self.shared
+            .report_queue
+            .as_ref()
+            .map_or(0, |q| q.0.drain(true))
+    }
+
+    /// Deferred reports waiting for the drainer.
+    pub fn queued_reports(&self) -> usize {
+        self.shared.report_queue.as_ref().map_or(0, |q| q.0.len())
+    }
+
+    /// Sizes of the live snapshot's report path (distinct expressions, fields, captured
+    /// attributes).
+    pub fn report_plan_shape(&self) -> crate::report_plan::ReportPlanShape {
+        self.shared.report_plan.load().shape()
     }
 
     /// A handle for one worker thread.
@@ -445,8 +509,15 @@ pub struct QuotaRequest {
 /// What a report did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReportSummary {
+    /// Instances handed to dispatch (inline reports only).
     pub instances_sent: usize,
+    /// Instances skipped because a field failed to evaluate (inline reports only).
     pub instance_errors: usize,
+    /// Captured for a background drain (deferred mode): the counts above are then zero, the
+    /// drain counts in [`PipelineStats`].
+    pub deferred: bool,
+    /// Dropped because the deferred queue was full (counted and logged).
+    pub dropped: bool,
 }
 
 /// One worker thread's handle on the pipeline.
@@ -469,16 +540,23 @@ thread_local! {
 
 /// The rules that can match a request (per the rule index), in config order. The bitset is
 /// borrowed from a per-thread buffer and handed back on drop.
-struct Candidates(Vec<u64>);
+pub(crate) struct Candidates(Vec<u64>);
 
 impl Candidates {
-    fn of(snapshot: &Snapshot, bag: &dyn Bag, refs: &mut impl ReferenceRecorder) -> Candidates {
+    pub(crate) fn of(
+        snapshot: &Snapshot,
+        bag: &dyn Bag,
+        refs: &mut impl ReferenceRecorder,
+    ) -> Candidates {
         let mut bits = CANDIDATES.with(|c| std::mem::take(&mut *c.borrow_mut()));
         snapshot.rule_index.candidates(bag, refs, &mut bits);
         Candidates(bits)
     }
 
-    fn rules<'s>(&'s self, snapshot: &'s Snapshot) -> impl Iterator<Item = &'s CompiledRule> + 's {
+    pub(crate) fn rules<'a, 's: 'a>(
+        &'a self,
+        snapshot: &'s Snapshot,
+    ) -> impl Iterator<Item = &'s CompiledRule> + 'a {
         each_candidate(&self.0).filter_map(move |i| snapshot.rules.get(i))
     }
 }
@@ -491,7 +569,7 @@ impl Drop for Candidates {
 }
 
 /// Whether `rule` applies to the request in `bag`.
-fn rule_matches(
+pub(crate) fn rule_matches(
     snapshot: &Snapshot,
     rule: &CompiledRule,
     bag: &dyn Bag,
@@ -562,8 +640,7 @@ impl Worker {
     ) -> CheckStart {
         let snapshot = self.pipeline.shared.current.load();
         if snapshot.apa.is_empty() {
-            drop(snapshot);
-            return self.check_enriched(bag, on_complete);
+            return self.check_enriched(&snapshot, bag, on_complete);
         }
         let ctx = self.apa_context();
         crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
@@ -584,7 +661,7 @@ impl Worker {
                         cache_hit: false,
                     })
                 }
-                None => self.check_enriched(enriched, on_complete),
+                None => self.check_enriched(&snapshot, enriched, on_complete),
             }
         })
     }
@@ -615,12 +692,13 @@ impl Worker {
     /// [`Worker::check`] after the attribute-producing chain.
     fn check_enriched(
         &self,
+        snapshot: &Snapshot,
         bag: &dyn Bag,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
         // Denials are counted where answers are delivered: here for inline answers, and by the
         // completion paths (`Settle`, `finish_quota`) for the others.
-        let started = self.check_audited(bag, on_complete);
+        let started = self.check_audited(snapshot, bag, on_complete);
         if let CheckStart::Done(a) = &started
             && !a.is_allowed()
         {
@@ -631,24 +709,25 @@ impl Worker {
 
     fn check_audited(
         &self,
+        snapshot: &Snapshot,
         bag: &dyn Bag,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
         // A plain load (no reference count traffic) on the common, unaudited path.
-        if self.pipeline.shared.audit.load().is_none() {
-            return self.check_unaudited(bag, on_complete);
+        if !self.pipeline.shared.audited.load(Ordering::Relaxed) {
+            return self.check_unaudited(snapshot, bag, on_complete);
         }
         let Some(sink) = self.pipeline.shared.audit.load_full() else {
-            return self.check_unaudited(bag, on_complete);
+            return self.check_unaudited(snapshot, bag, on_complete);
         };
         let sink: Arc<dyn AuditSink> = Arc::clone(&sink);
         let subject = AuditSubject::of(
             bag,
-            &self.pipeline.shared.current.load().vocabulary,
+            &snapshot.vocabulary,
             self.pipeline.shared.platform.clock.wall(),
         );
         let later = (subject.clone(), sink.clone());
-        let started = self.check_unaudited(bag, move |a: CheckAnswer| {
+        let started = self.check_unaudited(snapshot, bag, move |a: CheckAnswer| {
             later.0.emit(&later.1, &a.decision, a.cache_hit);
             on_complete(a)
         });
@@ -660,18 +739,13 @@ impl Worker {
 
     fn check_unaudited(
         &self,
+        snapshot: &Snapshot,
         bag: &dyn Bag,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
-        let requests = self
-            .pipeline
-            .shared
-            .current
-            .load()
-            .quota_specs
-            .requests(bag);
+        let requests = snapshot.quota_specs.requests(bag);
         if requests.is_empty() {
-            return self.precondition(bag, Box::new(on_complete));
+            return self.precondition(snapshot, bag, Box::new(on_complete));
         }
         let stage = Arc::new(Mutex::new(QuotaStage {
             pipeline: self.pipeline.clone(),
@@ -684,6 +758,7 @@ impl Worker {
         let worker = self.clone();
         let later = stage.clone();
         let started = self.precondition(
+            snapshot,
             bag,
             Box::new(move |pre: CheckAnswer| {
                 let owned = later.lock().bag.take();
@@ -765,18 +840,22 @@ impl Worker {
     }
 
     /// The precondition part of [`Worker::check`].
-    fn precondition(&self, bag: &dyn Bag, on_complete: CheckCallback) -> CheckStart {
+    fn precondition(
+        &self,
+        snapshot: &Snapshot,
+        bag: &dyn Bag,
+        on_complete: CheckCallback,
+    ) -> CheckStart {
         let shared = &self.pipeline.shared;
         let stats = &shared.stats;
         PipelineStats::inc(&stats.checks);
-        let now = shared.platform.clock.monotonic();
+        let now = shared.platform.clock.approximate_monotonic();
         if let Some(decision) = shared.check_cache.lookup(bag, now) {
             return CheckStart::Done(CheckAnswer {
                 decision,
                 cache_hit: true,
             });
         }
-        let snapshot = shared.current.load();
         let ctx = RequestContext {
             dispatcher: &self.dispatcher,
         };
@@ -1049,7 +1128,7 @@ impl Worker {
         ctx: &RequestContext<'_>,
     ) -> QuotaResult {
         let shared = &self.pipeline.shared;
-        let now = shared.platform.clock.monotonic();
+        let now = shared.platform.clock.approximate_monotonic();
         let quota: &str = &view.instance.name;
         let decision = QUOTA_KEY.with(|buf| {
             let mut key = buf.take();
@@ -1118,121 +1197,110 @@ impl Worker {
         }
     }
 
-    /// Sends the completed request in `bag` to every matching rule's report handlers.
-    /// Runs inline; handlers buffer.
+    /// Sends the completed request in `bag` to every matching rule's report handlers: inline
+    /// (each distinct instance-field expression evaluated once, see [`crate::report_plan`]), or,
+    /// with [`PipelineOptions::report_queue`] deferred, captured and queued for a background
+    /// drain ([`crate::report_queue`]). The attribute-producing chain runs first, here.
     pub fn report(&self, bag: &dyn Bag) -> ReportSummary {
-        let snapshot = self.pipeline.shared.current.load();
-        if snapshot.apa.is_empty() {
-            return self.report_enriched(&snapshot, bag);
+        let plan = self.pipeline.shared.report_plan.load();
+        if plan.snapshot.apa.is_empty() {
+            return self.report_enriched(&plan, bag);
         }
         let ctx = self.apa_context();
-        crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
+        crate::apa::with_enriched(&plan.snapshot, bag, &ctx, |enriched, report| {
             self.count_apa(&report);
-            self.report_enriched(&snapshot, enriched)
+            self.report_enriched(&plan, enriched)
         })
     }
 
-    fn report_enriched(&self, snapshot: &Snapshot, bag: &dyn Bag) -> ReportSummary {
+    fn report_enriched(&self, plan: &Arc<ReportPlan>, bag: &dyn Bag) -> ReportSummary {
         let stats = &self.pipeline.shared.stats;
-        PipelineStats::inc(&stats.reports);
-        let mut summary = ReportSummary::default();
-        let mut values: Vec<Vec<Value<'_>>> = Vec::new();
-        let candidates = Candidates::of(&snapshot, bag, &mut ());
-        for rule in candidates.rules(&snapshot) {
-            if rule.report_actions.is_empty() || !rule_matches(&snapshot, rule, bag, &mut (), stats)
-            {
-                continue;
-            }
-            for action in &rule.report_actions {
-                let entry = &snapshot.handlers[action.handler];
-                let Some(handler) = entry.handler.as_report() else {
-                    continue;
-                };
-                let dispatch = &entry.report_dispatch;
-                // Sampling decides before any instance is built.
-                if !dispatch.sample(action.instances.len()) {
-                    continue;
+        if let Some(q) = &self.pipeline.shared.report_queue
+            && plan.has_reports()
+        {
+            match q.0.push(plan, bag) {
+                Pushed::Queued => {
+                    return ReportSummary {
+                        deferred: true,
+                        ..ReportSummary::default()
+                    };
                 }
-                values.resize_with(action.instances.len(), Vec::new);
-                let mut built = Vec::with_capacity(action.instances.len());
-                for (slot, &i) in values.iter_mut().zip(&action.instances) {
-                    let ok = snapshot.instances[i].evaluate(bag, &mut (), slot).is_ok();
-                    if !ok {
-                        summary.instance_errors += 1;
-                        PipelineStats::inc(&stats.instance_errors);
-                    }
-                    built.push(ok);
+                Pushed::Dropped => {
+                    return ReportSummary {
+                        dropped: true,
+                        ..ReportSummary::default()
+                    };
                 }
-                let views: Vec<InstanceView<'_>> = action
-                    .instances
-                    .iter()
-                    .zip(&values)
-                    .zip(&built)
-                    .filter(|(_, ok)| **ok)
-                    .map(|((&i, v), _)| InstanceView {
-                        instance: &snapshot.instances[i],
-                        values: v,
-                    })
-                    .collect();
-                if !views.is_empty() {
-                    summary.instances_sent += views.len();
-                    stats
-                        .report_instances
-                        .fetch_add(views.len() as u64, Ordering::Relaxed);
-                    dispatch.dispatch(handler, &views);
-                }
+                Pushed::Inline => {}
             }
         }
-        summary
+        plan.run(bag, stats)
     }
 
-    /// Runs the mutation handlers of every matching rule over one message body.
+    /// Runs the mutation handlers of every matching rule over one whole request body
+    /// ([`Worker::mutate_message`] for the request, its error as a status).
     pub fn mutate(&self, bag: &dyn Bag, body: &[u8]) -> Result<MutationMessage, Status> {
+        self.mutate_message(bag, crate::mutation::Direction::Request, body)
+            .map_err(|e| e.to_status())
+    }
+
+    /// Mutates one whole message: a [`Worker::mutation_stream`] given `body` as one chunk.
+    pub fn mutate_message(
+        &self,
+        bag: &dyn Bag,
+        direction: crate::mutation::Direction,
+        body: &[u8],
+    ) -> Result<MutationMessage, crate::mutation::MutationError> {
+        self.mutation_stream(bag, direction)?.finish_with(body)
+    }
+
+    /// Starts mutating the `direction` message of the request in `bag` (for a response, a bag
+    /// with the response attributes too): matches the rules and evaluates their mutation
+    /// instances now, on the snapshot live now; the body then goes through
+    /// [`MutationStream::push`](crate::mutation::MutationStream::push) chunk by chunk and
+    /// [`MutationStream::finish`](crate::mutation::MutationStream::finish).
+    pub fn mutation_stream(
+        &self,
+        bag: &dyn Bag,
+        direction: crate::mutation::Direction,
+    ) -> Result<crate::mutation::MutationStream, crate::mutation::MutationError> {
         let snapshot = self.pipeline.shared.current.load();
         if snapshot.apa.is_empty() {
-            return self.mutate_enriched(&snapshot, bag, body);
+            return self.mutation_stream_enriched(&snapshot, bag, direction);
         }
         let ctx = self.apa_context();
         crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
             self.count_apa(&report);
-            self.mutate_enriched(&snapshot, enriched, body)
+            self.mutation_stream_enriched(&snapshot, enriched, direction)
         })
     }
 
-    fn mutate_enriched(
+    fn mutation_stream_enriched(
         &self,
         snapshot: &Snapshot,
         bag: &dyn Bag,
-        body: &[u8],
-    ) -> Result<MutationMessage, Status> {
+        direction: crate::mutation::Direction,
+    ) -> Result<crate::mutation::MutationStream, crate::mutation::MutationError> {
         let stats = &self.pipeline.shared.stats;
-        let mut message = MutationMessage::default();
-        let mut values = Vec::new();
-        let candidates = Candidates::of(&snapshot, bag, &mut ());
-        for rule in candidates.rules(&snapshot) {
+        let mut plan = crate::mutation::StreamPlan::new(direction);
+        let candidates = Candidates::of(snapshot, bag, &mut ());
+        for rule in candidates.rules(snapshot) {
             if rule.mutation_actions.is_empty()
-                || !rule_matches(&snapshot, rule, bag, &mut (), stats)
+                || !rule_matches(snapshot, rule, bag, &mut (), stats)
             {
                 continue;
             }
             for action in &rule.mutation_actions {
-                let Some(handler) = snapshot.handlers[action.handler].handler.as_mutation() else {
-                    continue;
-                };
+                let entry = &snapshot.handlers[action.handler];
                 for &i in &action.instances {
-                    let instance: &CompiledInstance = &snapshot.instances[i];
-                    instance
-                        .evaluate(bag, &mut (), &mut values)
-                        .map_err(|e| Status::new(Code::INTERNAL, e.to_string()))?;
-                    let current = message.body.clone();
-                    let view = InstanceView {
-                        instance,
-                        values: &values,
-                    };
-                    handler.mutate(&view, current.as_deref().unwrap_or(body), &mut message)?;
+                    plan.add(&entry.name, &entry.handler, &snapshot.instances[i]);
                 }
             }
         }
-        Ok(message)
+        let stream = plan.start(bag);
+        if let Err(crate::mutation::MutationError::Instance { .. }) = &stream {
+            PipelineStats::inc(&stats.instance_errors);
+        }
+        stream
     }
 }

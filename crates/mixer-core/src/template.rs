@@ -68,7 +68,7 @@ const fn f(path: &'static str, ty: FieldType) -> FieldInfo {
     FieldInfo { path, ty }
 }
 
-use FieldType::{Any, MapOf, MapOfAny, Value as V};
+use FieldType::{Any, MapOfAny, Value as V};
 use ValueType as T;
 
 /// The `kubernetes` template's outputs (Mixer's kubernetesenv `OutputTemplate`, plus the
@@ -296,10 +296,13 @@ pub static TEMPLATES: &[TemplateInfo] = &[
         ],
         outputs: &[],
     },
+    // Request/response rewrites (crate `mixer-mutation`): the handler's params say what changes
+    // (header operations, JSON edits, body templates, XML extraction); the instance supplies
+    // the per-request values they read as `vars.<name>`.
     TemplateInfo {
         name: "mutation",
         variety: Variety::Mutation,
-        fields: &[f("headers", MapOf(T::String)), f("variables", MapOfAny)],
+        fields: &[f("variables", MapOfAny)],
         outputs: &[],
     },
 ];

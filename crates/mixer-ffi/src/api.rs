@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cxx::UniquePtr;
-use mixer_attr::{
-    Attributes, StringMapRef, StringMapView, Timestamp, Value, ValueType, well_known as wk,
-};
+use mixer_attr::ingest::{self, Connection, HeaderSource, RequestAttributes, Text};
+use mixer_attr::{StringMapRef, StringMapView, Value, ValueType, well_known as wk};
 use mixer_core::adapter::HeaderChange;
-use mixer_core::pal::{CalloutError, Clock, Platform};
+use mixer_core::pal::{CalloutError, Platform};
 use mixer_core::{AdapterRegistry, CheckAnswer, CheckHandle, CompileOptions, Snapshot};
 use parking_lot::Mutex;
 
@@ -318,110 +317,68 @@ impl StringMapView for HeaderMap<'_> {
     }
 }
 
-fn text(b: &[u8]) -> Option<&str> {
-    if b.is_empty() {
-        None
-    } else {
-        std::str::from_utf8(b).ok()
+/// The header list for the shared mapping: values stay bytes until the pipeline reads them.
+impl HeaderSource for HeaderMap<'_> {
+    fn for_each_header<'s>(&'s self, mut f: impl FnMut(&'s [u8], Text<'s>)) {
+        for h in self.0 {
+            f(h.name, Text::Bytes(h.value))
+        }
     }
+}
+
+/// A byte string the host may leave empty (unknown).
+fn text(b: &[u8]) -> Option<Text<'_>> {
+    (!b.is_empty()).then_some(Text::Bytes(b))
 }
 
 /// An address as 4 or 16 raw octets (network order: what Envoy's `Ip::ipv4()->address()` /
 /// `ipv6()->address()` hold), or as text (`10.0.0.7`, `::1`).
+#[inline]
 fn ip(b: &[u8]) -> Option<IpAddr> {
-    if let Ok(octets) = <[u8; 4]>::try_from(b) {
-        return Some(IpAddr::from(octets));
+    match *b {
+        [] => None,
+        [a, b, c, d] => Some(IpAddr::from([a, b, c, d])),
+        _ => match <[u8; 16]>::try_from(b) {
+            Ok(octets) => Some(IpAddr::from(octets)),
+            Err(_) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+        },
     }
-    if let Ok(octets) = <[u8; 16]>::try_from(b) {
-        return Some(IpAddr::from(octets));
-    }
-    text(b).and_then(|s| s.parse().ok())
 }
 
-fn timestamp(clock: &dyn Clock) -> Timestamp {
-    clock.wall()
+/// The connection facts of a [`ffi::RequestInfo`] (empty slices and ports <= 0 are unknown).
+#[inline]
+pub fn connection<'a>(request: &ffi::RequestInfo<'a>) -> Connection<'a> {
+    Connection {
+        source_ip: ip(request.source_ip),
+        source_port: (request.source_port > 0).then_some(request.source_port),
+        destination_ip: ip(request.destination_ip),
+        destination_port: (request.destination_port > 0).then_some(request.destination_port),
+        source_principal: text(request.source_principal),
+        destination_principal: text(request.destination_principal),
+        requested_server_name: text(request.requested_server_name),
+        mtls: request.mtls,
+    }
 }
 
-/// Maps the host's request onto Istio attributes (the shape Istio's proxy filled):
-/// `request.headers`, `request.path` (`:path`), `request.url_path`, `request.method`,
-/// `request.host` (`:authority`, else `host`), `request.scheme`, `request.useragent`,
-/// `request.referer`, `request.id` (`x-request-id`), `request.time`, `context.protocol`
-/// (`grpc` for `application/grpc*` content, else `http`), `source.ip`/`source.port`,
-/// `destination.ip`/`destination.port`, `source.principal` (and `source.user`),
-/// `destination.principal`, `connection.mtls`, `connection.requested_server_name`, and the
-/// extra string attributes in `request.attributes`.
-pub fn fill_request<'a>(
-    bag: &mut Attributes<'a>,
-    request: &'a ffi::RequestInfo<'a>,
+/// Maps the host's request onto Istio attributes with the mapping every host shares
+/// ([`mixer_attr::ingest::request_attributes`]: headers, pseudo-headers and connection facts,
+/// `request.time` from the pipeline's clock), plus the extra string attributes in
+/// `request.attributes` (names the running config declares with type STRING).
+#[inline]
+pub fn request_attributes<'a>(
+    request: &ffi::RequestInfo<'a>,
     headers: &'a HeaderMap<'a>,
     pipeline: &mixer_core::Pipeline,
-) {
-    bag.set(
-        wk::REQUEST_HEADERS,
-        Value::StringMap(StringMapRef::Borrowed(headers)),
-    );
-    let mut protocol = "http";
-    let mut host = None;
-    for h in request.headers {
-        let Ok(v) = std::str::from_utf8(h.value) else {
-            continue;
-        };
-        match h.name {
-            b":path" => {
-                bag.set(wk::REQUEST_PATH, Value::str(v));
-                bag.set(
-                    wk::REQUEST_URL_PATH,
-                    Value::str(v.split_once('?').map_or(v, |(p, _)| p)),
-                );
-            }
-            b":method" => bag.set(wk::REQUEST_METHOD, Value::str(v)),
-            b":authority" => host = Some(v),
-            b"host" => {
-                host.get_or_insert(v);
-            }
-            b":scheme" => bag.set(wk::REQUEST_SCHEME, Value::str(v)),
-            b"user-agent" => bag.set(wk::REQUEST_USERAGENT, Value::str(v)),
-            b"referer" => bag.set(wk::REQUEST_REFERER, Value::str(v)),
-            b"x-request-id" => bag.set(wk::REQUEST_ID, Value::str(v)),
-            b"content-type" if v.starts_with("application/grpc") => protocol = "grpc",
-            _ => {}
-        }
-    }
-    if let Some(h) = host {
-        bag.set(wk::REQUEST_HOST, Value::str(h));
-    }
-    bag.set(wk::CONTEXT_PROTOCOL, Value::str(protocol));
-    bag.set(
-        wk::REQUEST_TIME,
-        Value::Timestamp(timestamp(&*pipeline.platform().clock)),
-    );
-    if let Some(a) = ip(request.source_ip) {
-        bag.set(wk::SOURCE_IP, Value::IpAddress(a));
-    }
-    if request.source_port > 0 {
-        bag.set(wk::SOURCE_PORT, Value::Int64(request.source_port));
-    }
-    if let Some(a) = ip(request.destination_ip) {
-        bag.set(wk::DESTINATION_IP, Value::IpAddress(a));
-    }
-    if request.destination_port > 0 {
-        bag.set(wk::DESTINATION_PORT, Value::Int64(request.destination_port));
-    }
-    if let Some(p) = text(request.source_principal) {
-        bag.set(wk::SOURCE_PRINCIPAL, Value::str(p));
-        bag.set(wk::SOURCE_USER, Value::str(p));
-    }
-    if let Some(p) = text(request.destination_principal) {
-        bag.set(wk::DESTINATION_PRINCIPAL, Value::str(p));
-    }
-    if let Some(s) = text(request.requested_server_name) {
-        bag.set(wk::CONNECTION_REQUESTED_SERVER_NAME, Value::str(s));
-    }
-    bag.set(wk::CONNECTION_MTLS, Value::Bool(request.mtls));
+) -> RequestAttributes<'a> {
+    let now = pipeline.platform().clock.wall();
+    let mut bag = ingest::request_attributes(headers, &connection(request), now);
     if !request.attributes.is_empty() {
         let snapshot = pipeline.snapshot();
         for a in request.attributes {
-            let (Some(name), Ok(v)) = (text(a.name), std::str::from_utf8(a.value)) else {
+            let (Some(name), Ok(v)) = (
+                text(a.name).and_then(Text::to_str),
+                std::str::from_utf8(a.value),
+            ) else {
                 continue;
             };
             if let Some((id, ValueType::String)) = snapshot.vocabulary.lookup_typed(name) {
@@ -429,9 +386,13 @@ pub fn fill_request<'a>(
             }
         }
     }
+    bag
 }
 
 fn header_ops(ops: &[HeaderChange]) -> Vec<ffi::HeaderOp> {
+    if ops.is_empty() {
+        return Vec::new();
+    }
     ops.iter()
         .map(|op| match op {
             HeaderChange::Set(n, v) => ffi::HeaderOp {
@@ -453,19 +414,29 @@ fn header_ops(ops: &[HeaderChange]) -> Vec<ffi::HeaderOp> {
         .collect()
 }
 
-/// Flattens a decision for C++.
+/// A copy for C++ (none for the empty string: the common OK case allocates nothing).
+fn copy(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Flattens a decision for C++. An allow without header operations or direct response (the
+/// common case) copies no string and allocates nothing.
 pub fn check_result(answer: &CheckAnswer) -> ffi::CheckResult {
     let d = &answer.decision;
     let allowed = d.is_allowed();
     let (http_code, body) = match &d.direct_response {
-        Some(r) => (r.code, r.body.clone()),
+        Some(r) => (r.code, copy(&r.body)),
         None if allowed => (200, String::new()),
-        None => (d.status.code.http_status(), d.status.message.clone()),
+        None => (d.status.code.http_status(), copy(&d.status.message)),
     };
     ffi::CheckResult {
         status: ffi::Status {
             code: d.status.code.0,
-            message: d.status.message.clone(),
+            message: copy(&d.status.message),
         },
         allowed,
         http_code,
@@ -504,8 +475,7 @@ fn check_inner(
         return check_error(invalid_pipeline());
     };
     let headers = HeaderMap(request.headers);
-    let mut bag = Attributes::with_capacity(16);
-    fill_request(&mut bag, request, &headers, w.pipeline());
+    let bag = request_attributes(request, &headers, w.pipeline());
     if callback.is_null() {
         // Nobody to tell: a pending check is cancelled at once (and no closure is allocated).
         return match w.check(&bag, |_| {}) {
@@ -580,8 +550,8 @@ pub fn report(
             };
             let headers = HeaderMap(request.headers);
             let response_headers = HeaderMap(response.headers);
-            let mut bag = Attributes::with_capacity(24);
-            fill_request(&mut bag, request, &headers, w.pipeline());
+            let mut bag = request_attributes(request, &headers, w.pipeline());
+            bag.reserve(6);
             bag.set(wk::RESPONSE_CODE, Value::Int64(response.code));
             bag.set(
                 wk::RESPONSE_HEADERS,
@@ -601,7 +571,7 @@ pub fn report(
             );
             bag.set(
                 wk::RESPONSE_TIME,
-                Value::Timestamp(timestamp(&*w.pipeline().platform().clock)),
+                Value::Timestamp(w.pipeline().platform().clock.wall()),
             );
             let summary = w.report(&bag);
             ffi::ReportResult {
@@ -629,8 +599,7 @@ pub fn mutate(worker: &Worker, request: &ffi::RequestInfo<'_>, body: &[u8]) -> f
                 return failed(invalid_pipeline());
             };
             let headers = HeaderMap(request.headers);
-            let mut bag = Attributes::with_capacity(16);
-            fill_request(&mut bag, request, &headers, w.pipeline());
+            let bag = request_attributes(request, &headers, w.pipeline());
             match w.mutate(&bag, body) {
                 Ok(m) => ffi::MutateResult {
                     status: ok(),

@@ -122,10 +122,16 @@ mod tests {
             LruCache::with_hasher(cap, PassThroughState::default());
         let h = hash_bytes(b"abc");
         m.put(HashedKey::new(h, b"abc"), 1);
-        let probe = Probe { hash: h, bytes: b"abc" };
+        let probe = Probe {
+            hash: h,
+            bytes: b"abc",
+        };
         assert_eq!(m.get(&probe as &dyn KeyView), Some(&1));
         // Same hash, different bytes: a collision never matches.
-        let forged = Probe { hash: h, bytes: b"abd" };
+        let forged = Probe {
+            hash: h,
+            bytes: b"abd",
+        };
         assert_eq!(m.get(&forged as &dyn KeyView), None);
     }
 }

@@ -48,12 +48,29 @@ pub struct ApaChain {
     pub stages: Vec<ApaStage>,
     /// The id of `$out.<first output>` in binding expressions: output `n` is `out_base + n`.
     pub out_base: u32,
+    /// For each attribute id: the binding that produces it, as (stage, binding) numbered
+    /// across the chain (`NOT_BOUND` when no stage binds it).
+    pub(crate) bound: Vec<u32>,
+    /// Flat binding number -> (stage, index in the stage's bindings).
+    pub(crate) bindings: Vec<(u32, u32)>,
 }
+
+/// Marks an attribute no stage binds.
+pub(crate) const NOT_BOUND: u32 = u32::MAX;
 
 impl ApaChain {
     /// True when no stage runs.
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// The flat number of the binding producing `id`, if any.
+    #[inline]
+    pub(crate) fn binding_of(&self, id: AttrId) -> Option<usize> {
+        match self.bound.get(id.index()) {
+            Some(&b) if b != NOT_BOUND => Some(b as usize),
+            _ => None,
+        }
     }
 }
 
@@ -212,5 +229,20 @@ pub(crate) fn compile_chain(
             cache: ApaCache::new(),
         });
     }
-    ApaChain { stages, out_base }
+    let mut bound = vec![NOT_BOUND; vocabulary.len()];
+    let mut flat = Vec::new();
+    for (si, stage) in stages.iter().enumerate() {
+        for (bi, b) in stage.bindings.iter().enumerate() {
+            if let Some(slot) = bound.get_mut(b.target.index()) {
+                *slot = flat.len() as u32;
+                flat.push((si as u32, bi as u32));
+            }
+        }
+    }
+    ApaChain {
+        stages,
+        out_base,
+        bound,
+        bindings: flat,
+    }
 }

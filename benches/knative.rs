@@ -1,6 +1,7 @@
 //! The `knative` adapter's per-request cost on a warm revision: the handler's own `check` and
 //! completion `report` called directly (what it adds beyond the pipeline), and a whole pipeline
-//! check + report with and without the knative rule, on the std host's clock.
+//! check + report with and without the knative rule, on the std host's clocks (the handler reads
+//! the request-path clock, `Clock::approximate_monotonic`, as it does in production).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;

@@ -6,7 +6,7 @@
 //! - `report/deferred_capture_*`: what the request thread pays with deferred reports (capture
 //!   into a record and enqueue); the queue is drained between timed chunks, untimed;
 //! - `report/deferred_total_*`: capture plus the drain (evaluation and dispatch of the captured
-//!   records, in batches of 1,000), per request;
+//!   records, in batches of 256), per request;
 //!
 //! then the transform alone, and the exposition of 10,000 series.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -36,7 +36,7 @@ impl LineSink for Discard {
 }
 
 /// Reports captured between drains in the deferred benches.
-const CHUNK: u64 = 1000;
+const CHUNK: u64 = 256;
 
 /// Deferred reports whose background drainer never starts a drain during a run (a batch larger
 /// than any chunk, an hour's delay): the bench drains explicitly, on its own thread, so that
@@ -135,10 +135,7 @@ fn request() -> Attributes<'static> {
 
 fn report(c: &mut Criterion) {
     let bag = request();
-    for (name, access_log) in [
-        ("4_metrics_and_access_log", true),
-        ("4_metrics", false),
-    ] {
+    for (name, access_log) in [("4_metrics_and_access_log", true), ("4_metrics", false)] {
         let sent = if access_log { 5 } else { 4 };
         let (pipeline, event_loop) = build(access_log, PipelineOptions::default());
         let shape = pipeline.report_plan_shape();

@@ -276,8 +276,10 @@ struct MetricDef {
 
 /// One labelled series.
 struct Series {
-    /// Label values, in config order.
-    labels: Box<[String]>,
+    /// Label values in config order, back to back (compared with one `memcmp` per report).
+    key: Box<str>,
+    /// Where each label value ends in `key`.
+    ends: Box<[usize]>,
     /// Counter or gauge value (f64 bits); histogram sum.
     value: AtomicU64,
     /// Histogram: observations per bucket (not cumulative), the last one `+Inf`.
@@ -298,18 +300,35 @@ fn load_f64(a: &AtomicU64) -> f64 {
 }
 
 impl Series {
-    fn new(labels: Box<[String]>, kind: &Kind) -> Series {
+    fn new(key: &str, ends: &[usize], kind: &Kind) -> Series {
         let n = match kind {
             Kind::Histogram(b) => b.len() + 1,
             _ => 0,
         };
         Series {
-            labels,
+            key: key.into(),
+            ends: ends.into(),
             value: AtomicU64::new(0f64.to_bits()),
             buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
             updated: AtomicU64::new(0),
         }
+    }
+
+    /// The label values, in config order.
+    fn labels(&self) -> impl Iterator<Item = &str> {
+        slices(&self.key, &self.ends)
+    }
+
+    /// Label value `i` (config order).
+    fn label(&self, i: usize) -> &str {
+        let start = i
+            .checked_sub(1)
+            .and_then(|j| self.ends.get(j))
+            .copied()
+            .unwrap_or(0);
+        let end = self.ends.get(i).copied().unwrap_or(start);
+        self.key.get(start..end).unwrap_or("")
     }
 
     fn record(&self, kind: &Kind, v: f64, now: u64) {
@@ -358,24 +377,22 @@ struct MetricState {
 
 const K: u64 = 0x517c_c1b7_2722_0a95;
 
-/// FxHash-style hash of label values (each followed by a separator).
-fn hash_labels<'a>(labels: impl Iterator<Item = &'a str>) -> u64 {
-    let mut h: u64 = 0;
+/// FxHash-style hash of label values written back to back, and how many there are (equal
+/// texts split differently collide; equality of the split decides).
+fn hash_labels(buf: &str, labels: usize) -> u64 {
+    let mut h: u64 = labels as u64;
     let mut mix = |w: u64| h = (h.rotate_left(5) ^ w).wrapping_mul(K);
-    for l in labels {
-        let bytes = l.as_bytes();
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            mix(u64::from_le_bytes(w));
-        }
+    let bytes = buf.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
         let mut w = [0u8; 8];
-        let rest = chunks.remainder();
-        w[..rest.len()].copy_from_slice(rest);
-        mix(u64::from_le_bytes(w) ^ ((bytes.len() as u64) << 56));
-        mix(0xff);
+        w.copy_from_slice(c);
+        mix(u64::from_le_bytes(w));
     }
+    let mut w = [0u8; 8];
+    let rest = chunks.remainder();
+    w[..rest.len()].copy_from_slice(rest);
+    mix(u64::from_le_bytes(w) ^ ((bytes.len() as u64) << 48));
     // Finalize so every bit range (shard choice, map index, control bits) is well mixed.
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -412,12 +429,9 @@ impl MetricState {
 
     /// Records `v` in the series whose label values are `buf` split at `ends`.
     fn record(&self, buf: &str, ends: &[usize], v: f64, now: u64) {
-        let hash = hash_labels(slices(buf, ends));
+        let hash = hash_labels(buf, ends.len());
         let shard = self.shard(hash);
-        let same = |s: &Series| {
-            s.labels.len() == ends.len()
-                && s.labels.iter().map(String::as_str).eq(slices(buf, ends))
-        };
+        let same = |s: &Series| *s.key == *buf && *s.ends == *ends;
         {
             let map = shard.read();
             if let Some(s) = map
@@ -434,10 +448,7 @@ impl MetricState {
             s.record(&self.def.kind, v, now);
             return;
         }
-        let s = Series::new(
-            slices(buf, ends).map(str::to_string).collect(),
-            &self.def.kind,
-        );
+        let s = Series::new(buf, ends, &self.def.kind);
         s.record(&self.def.kind, v, now);
         list.push(Arc::new(s));
     }
@@ -463,7 +474,7 @@ impl MetricState {
             .iter()
             .flat_map(|s| s.read().values().flatten().cloned().collect::<Vec<_>>())
             .collect();
-        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        all.sort_by(|a, b| a.labels().cmp(b.labels()));
         all
     }
 
@@ -851,7 +862,7 @@ fn write_labels(
     out: &mut String,
     order: &[usize],
     names: &[String],
-    values: &[String],
+    values: &Series,
     extra: Option<(&str, &str)>,
 ) {
     if order.is_empty() && extra.is_none() {
@@ -866,7 +877,7 @@ fn write_labels(
         first = false;
         out.push_str(names.get(i).map_or("", String::as_str));
         out.push_str("=\"");
-        write_escaped(out, values.get(i).map_or("", String::as_str), true);
+        write_escaped(out, values.label(i), true);
         out.push('"');
     }
     if let Some((k, v)) = extra {
@@ -909,7 +920,7 @@ impl MetricState {
                     if def.kind == Kind::Counter && format == Format::OpenMetrics {
                         out.push_str("_total");
                     }
-                    write_labels(out, &order, &def.labels, &s.labels, None);
+                    write_labels(out, &order, &def.labels, s, None);
                     out.push(' ');
                     write_f64(out, load_f64(&s.value));
                     out.push('\n');
@@ -925,15 +936,15 @@ impl MetricState {
                             le.push_str(".0");
                         }
                         let _ = write!(out, "{family}_bucket");
-                        write_labels(out, &order, &def.labels, &s.labels, Some(("le", &le)));
+                        write_labels(out, &order, &def.labels, s, Some(("le", &le)));
                         let _ = writeln!(out, " {cumulative}");
                     }
                     let _ = write!(out, "{family}_sum");
-                    write_labels(out, &order, &def.labels, &s.labels, None);
+                    write_labels(out, &order, &def.labels, s, None);
                     out.push(' ');
                     write_f64(out, load_f64(&s.value));
                     let _ = write!(out, "\n{family}_count");
-                    write_labels(out, &order, &def.labels, &s.labels, None);
+                    write_labels(out, &order, &def.labels, s, None);
                     let _ = writeln!(out, " {}", s.count.load(Ordering::Relaxed));
                 }
             }

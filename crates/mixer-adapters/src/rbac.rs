@@ -334,7 +334,11 @@ impl CheckHandler for Rbac {
         let allowed = self
             .bindings
             .iter()
-            .filter(|b| b.subjects.iter().any(|s| self.subject_matches(s, &req, view)))
+            .filter(|b| {
+                b.subjects
+                    .iter()
+                    .any(|s| self.subject_matches(s, &req, view))
+            })
             .any(|b| self.role_allows(&self.roles[b.role], &req, view));
         Poll::Ready(if allowed {
             CheckResult::allow(self.valid_duration, 10_000)

@@ -358,6 +358,8 @@ impl Stdio {
             // in name order, as Mixer's zap encoder did. A variable named like one of the
             // first three is left out (the key would repeat).
             let mut out = Vec::with_capacity(256 + 48 * view.values.len());
+            // Display forms written as JSON strings, without a `serde_json::Value` each.
+            let mut text = String::new();
             out.extend_from_slice(b"{\"level\":");
             let _ = serde_json::to_writer(&mut out, level);
             out.extend_from_slice(b",\"time\":");
@@ -372,9 +374,17 @@ impl Stdio {
                 let _ = serde_json::to_writer(&mut out, k);
                 out.push(b':');
                 let _ = match v {
-                    Value::String(s) => serde_json::to_writer(&mut out, &**s),
+                    Value::String(s)
+                    | Value::EmailAddress(s)
+                    | Value::Uri(s)
+                    | Value::DnsName(s) => serde_json::to_writer(&mut out, &**s),
                     Value::Int64(i) => serde_json::to_writer(&mut out, i),
                     Value::Bool(b) => serde_json::to_writer(&mut out, b),
+                    Value::Timestamp(_) | Value::Duration(_) | Value::IpAddress(_) => {
+                        text.clear();
+                        let _ = write!(text, "{v}");
+                        serde_json::to_writer(&mut out, text.as_str())
+                    }
                     other => serde_json::to_writer(&mut out, &value_to_json(other)),
                 };
             }

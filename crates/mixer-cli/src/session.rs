@@ -19,6 +19,10 @@ use serde_json::{Value as Json, json};
 pub fn registry() -> AdapterRegistry {
     let mut r = mixer_adapters::registry();
     mixer_knative::register(&mut r);
+    r.register(Arc::new(mixer_kubeenv::KubernetesEnv));
+    r.register(Arc::new(mixer_jwt::JwtAdapter));
+    r.register(Arc::new(mixer_apiattrs::ApiAttributesAdapter));
+    r.register(Arc::new(mixer_mutation::Rewrite));
     r
 }
 

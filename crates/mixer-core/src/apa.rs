@@ -24,12 +24,15 @@ use crate::status::Status;
 const CACHE_SHARDS: usize = 8;
 const CACHE_ENTRIES_PER_SHARD: usize = 512;
 
+/// One shard of an [`ApaCache`]: encoded instance values -> (outputs, expiry).
+type CacheShard = Mutex<LruCache<Vec<u8>, (Arc<dyn ApaOutput>, MonoTime)>>;
+
 /// Outputs of one stage reused per instance values, for adapters that return a
 /// `cache_for` duration. Keys are the full encoded values (never only a hash).
 pub struct ApaCache {
     /// Set once the adapter has returned a cacheable answer; until then lookups are skipped.
     used: AtomicBool,
-    shards: Vec<Mutex<LruCache<Vec<u8>, (Arc<dyn ApaOutput>, MonoTime)>>>,
+    shards: Vec<CacheShard>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }

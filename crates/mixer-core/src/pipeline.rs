@@ -863,8 +863,8 @@ impl Worker {
         let mut builder = DecisionBuilder::new();
         let mut pending = Vec::new();
         let mut values = Vec::new();
-        let candidates = Candidates::of(&snapshot, bag, &mut refs);
-        for rule in candidates.rules(&snapshot) {
+        let candidates = Candidates::of(snapshot, bag, &mut refs);
+        for rule in candidates.rules(snapshot) {
             if rule.check_actions.is_empty()
                 && rule.request_header_ops.is_empty()
                 && rule.response_header_ops.is_empty()
@@ -872,7 +872,7 @@ impl Worker {
             {
                 continue;
             }
-            if !rule_matches(&snapshot, rule, bag, &mut refs, stats) {
+            if !rule_matches(snapshot, rule, bag, &mut refs, stats) {
                 continue;
             }
             if rule.fault.is_some() {

@@ -4,12 +4,12 @@
 //! [`report_queue`](crate::report_queue)).
 //!
 //! Expressions with the same source text and result type (one vocabulary per snapshot) share a
-//! slot: Istio's four HTTP metrics repeat the same twenty dimensions, so a request of the Istio
-//! default config evaluates 66 expressions instead of 130. A report first selects the actions it
-//! sends (rule match, then sampling, in config order, as before), then evaluates the slots those
-//! actions' instances need, each at most once, into a per-request memo, and hands every handler
-//! views whose values borrow from the memo. [`CompiledInstance::evaluate`] is unchanged (check,
-//! quota and mutation still evaluate instance by instance).
+//! slot: Istio's HTTP metrics repeat the same twenty dimensions, so the 233 fields of the Istio
+//! 1.4 default config's report instances are 72 distinct expressions. A report first selects the
+//! actions it sends (rule match, then sampling, in config order, as before), then builds their
+//! instances field by field: a slot's first use in the request evaluates it, later uses copy its
+//! value; every handler gets views of those values. [`CompiledInstance::evaluate`] is unchanged
+//! (check, quota and mutation still evaluate instance by instance).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +25,11 @@ use crate::instance::{CompiledInstance, InstanceView};
 use crate::pipeline::{Candidates, PipelineStats, ReportSummary, rule_matches};
 use crate::report_keys::{MapUse, map_uses};
 use crate::snapshot::{CompiledAction, Snapshot};
+
+/// A slot not evaluated yet in this request.
+const UNSEEN: u32 = u32::MAX;
+/// A slot whose evaluation failed in this request.
+const FAILED: u32 = u32::MAX - 1;
 
 /// Sizes of a snapshot's report path ([`Pipeline::report_plan_shape`](crate::Pipeline)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub(crate) struct ReportPlan {
     /// Attributes a deferred report copies, by id: `None` not read, `Some(use)` read (for
     /// STRING_MAP attributes, whether whole or only at constant keys).
     capture: Vec<Option<MapUse>>,
+    /// The ids `capture` holds, ascending.
+    captured: Box<[AttrId]>,
     /// Whether any rule has a report action.
     reports: bool,
     /// The snapshot's dispatch log sink (drop notices).
@@ -129,6 +136,12 @@ impl ReportPlan {
         {
             *c = Some(MapUse::Whole);
         }
+        let captured = capture
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .filter_map(|(i, _)| u32::try_from(i).ok().map(AttrId))
+            .collect();
         let log = snapshot
             .handlers
             .first()
@@ -139,6 +152,7 @@ impl ReportPlan {
             exprs,
             slots,
             capture,
+            captured,
             reports,
             log,
         }
@@ -155,12 +169,17 @@ impl ReportPlan {
         self.capture.get(id.index()).and_then(Option::as_ref)
     }
 
+    /// Every attribute a deferred report copies, ascending.
+    pub(crate) fn captured(&self) -> &[AttrId] {
+        &self.captured
+    }
+
     /// Sizes of the plan (for tests, benches and `config show`).
     pub(crate) fn shape(&self) -> ReportPlanShape {
         ReportPlanShape {
             expressions: self.exprs.len(),
             fields: self.slots.iter().map(|s| s.len()).sum(),
-            captured_attributes: self.capture.iter().filter(|c| c.is_some()).count(),
+            captured_attributes: self.captured.len(),
         }
     }
 
@@ -196,39 +215,48 @@ impl ReportPlan {
         if sends.is_empty() {
             return summary;
         }
-        // 2. Each slot those instances need, evaluated once.
-        let mut memo: Vec<Option<Option<Value<'_>>>> = Vec::new();
-        memo.resize_with(self.exprs.len(), || None);
-        for &i in sends.iter().flat_map(|a| &a.instances) {
-            for &s in self.slots_of(i) {
-                if let (Some(m @ None), Some(e)) =
-                    (memo.get_mut(s as usize), self.exprs.get(s as usize))
-                {
-                    *m = Some(e.eval(bag, &mut ()).ok());
-                }
-            }
-        }
-        // 3. Instance values borrowed from the memo; an instance with a failed field is skipped.
-        let mut values: Vec<Value<'_>> = Vec::new();
+        // 2. Instance values, field by field: a slot's first use evaluates it into `values`,
+        //    later uses copy that value. An instance with a failed field is skipped (its partial
+        //    values stay where they are: later fields may copy from them).
+        let fields: usize = sends
+            .iter()
+            .flat_map(|a| &a.instances)
+            .map(|&i| self.slots_of(i).len())
+            .sum();
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(fields);
+        let mut first = vec![UNSEEN; self.exprs.len()];
         let mut built: Vec<(&CompiledInstance, Range<usize>)> = Vec::new();
         let mut ends = Vec::with_capacity(sends.len());
         for action in &sends {
             for &i in &action.instances {
                 let start = values.len();
-                let mut ok = true;
-                for &s in self.slots_of(i) {
-                    match memo.get(s as usize) {
-                        Some(Some(Some(v))) => values.push(v.reborrow()),
-                        _ => {
-                            ok = false;
-                            break;
+                let ok = self.slots_of(i).iter().all(|&s| {
+                    let Some(at) = first.get_mut(s as usize) else {
+                        return false;
+                    };
+                    match *at {
+                        UNSEEN => match self.exprs.get(s as usize).map(|e| e.eval(bag, &mut ())) {
+                            Some(Ok(v)) => {
+                                *at = u32::try_from(values.len()).unwrap_or(FAILED);
+                                values.push(v);
+                                true
+                            }
+                            _ => {
+                                *at = FAILED;
+                                false
+                            }
+                        },
+                        FAILED => false,
+                        k if (k as usize) < values.len() => {
+                            values.extend_from_within(k as usize..k as usize + 1);
+                            true
                         }
+                        _ => false,
                     }
-                }
+                });
                 match snapshot.instances.get(i) {
                     Some(instance) if ok => built.push((instance, start..values.len())),
                     _ => {
-                        values.truncate(start);
                         summary.instance_errors += 1;
                         stats.instance_errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -243,7 +271,7 @@ impl ReportPlan {
                 values: values.get(r.clone()).unwrap_or_default(),
             })
             .collect();
-        // 4. Dispatch, action by action.
+        // 3. Dispatch, action by action.
         let mut start = 0;
         for (action, &end) in sends.iter().zip(&ends) {
             let batch = views.get(start..end).unwrap_or_default();

@@ -14,11 +14,12 @@
 //! dispatcher through `post`. In Envoy a `post` to the worker's own dispatcher only moves the
 //! evaluation to a later turn of the same event loop: the worker thread still pays every
 //! microsecond and the next request on that worker waits for it. A background thread takes the
-//! work off the workers altogether, batches it (one wake-up for many requests: the drainer
-//! sleeps until the queue goes from empty to non-empty, then lets a batch gather for up to
-//! `max_delay` or `batch` records), and keeps report handlers (which are `Send + Sync` and
-//! already serve every worker) away from the request threads. If the executor refuses the task,
-//! reports go inline as without the option.
+//! work off the workers altogether and batches it: while reports flow, the drainer looks at the
+//! queue every `max_delay` and is woken early only when `batch` records wait, so a request
+//! thread pays for a wake-up at most once per `batch` reports (or once after a quiet second,
+//! when the drainer sleeps until the next report). Report handlers are `Send + Sync` and already
+//! serve every worker, so running them on one more thread changes nothing for them. If the
+//! executor refuses the task, reports go inline as without the option.
 //!
 //! # Guarantees
 //!
@@ -87,6 +88,8 @@ const RUNNING: u8 = 1;
 const UNAVAILABLE: u8 = 2;
 const NEVER: u64 = u64::MAX;
 const LOG_INTERVAL_NS: u64 = 1_000_000_000;
+/// How long the drainer polls an empty queue before it sleeps until woken.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct State {
@@ -142,6 +145,22 @@ impl Drop for StartGuard {
             q.log.lock().0.log(
                 "deferred reports: the background executor did not start the drainer; reporting inline",
             );
+        }
+    }
+}
+
+/// Sends later reports inline if a handler panics on the drainer's thread (and says so).
+struct Unwinding<'q>(&'q ReportQueue);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.drainer.store(UNAVAILABLE, Ordering::SeqCst);
+            self.0
+                .log
+                .lock()
+                .0
+                .log("deferred reports: the drainer panicked; reporting inline");
         }
     }
 }
@@ -274,44 +293,63 @@ impl ReportQueue {
         ));
     }
 
-    /// The drainer: waits for records, lets a batch gather, drains; after shutdown, drains what
-    /// is left and returns.
+    /// The drainer: waits for a batch, drains, until shut down (then drains what is left).
     fn run(&self) {
         self.drainer.store(RUNNING, Ordering::SeqCst);
+        let _unwinding = Unwinding(self);
         loop {
-            let stop = {
-                let mut s = self.state.lock();
-                loop {
-                    if s.shutdown {
-                        break true;
-                    }
-                    if s.queue.is_empty() {
-                        s.idle = true;
-                        if self.unlogged.load(Ordering::Relaxed) > 0 {
-                            // Wake once more to log the last drops of a burst.
-                            let interval = Duration::from_nanos(LOG_INTERVAL_NS);
-                            let _ = self.wake.wait_for(&mut s, interval);
-                            s.idle = false;
-                            drop(s);
-                            self.log_drops(false);
-                            s = self.state.lock();
-                        } else {
-                            self.wake.wait(&mut s);
-                            s.idle = false;
-                        }
-                        continue;
-                    }
-                    if s.queue.len() < self.options.batch {
-                        s.lingering = true;
-                        let _ = self.wake.wait_for(&mut s, self.options.max_delay);
-                        s.lingering = false;
-                    }
-                    break false;
-                }
-            };
+            let stop = self.next_batch();
             self.drain(false);
             if stop {
                 return;
+            }
+        }
+    }
+
+    /// Waits until a batch is due: `batch` records, or records that waited `max_delay`.
+    /// While traffic flows the drainer polls every `max_delay`, so a report never pays for a
+    /// wake-up; after a quiet second it sleeps until the next report wakes it. Returns whether
+    /// the queue was shut down.
+    fn next_batch(&self) -> bool {
+        let idle_after = (IDLE_AFTER.as_nanos() / self.options.max_delay.as_nanos().max(1))
+            .clamp(1, u128::from(u32::MAX)) as u32;
+        let mut quiet = 0u32;
+        let mut s = self.state.lock();
+        loop {
+            if s.shutdown {
+                return true;
+            }
+            let n = s.queue.len();
+            if n >= self.options.batch {
+                return false;
+            }
+            if n == 0 && quiet >= idle_after {
+                s.idle = true;
+                if self.unlogged.load(Ordering::Relaxed) > 0 {
+                    // Wake once more to log the last drops of a burst.
+                    let interval = Duration::from_nanos(LOG_INTERVAL_NS);
+                    let _ = self.wake.wait_for(&mut s, interval);
+                    s.idle = false;
+                    drop(s);
+                    self.log_drops(false);
+                    s = self.state.lock();
+                } else {
+                    self.wake.wait(&mut s);
+                    s.idle = false;
+                    quiet = 0;
+                }
+                continue;
+            }
+            s.lingering = true;
+            let timed_out = self
+                .wake
+                .wait_for(&mut s, self.options.max_delay)
+                .timed_out();
+            s.lingering = false;
+            if s.queue.is_empty() {
+                quiet = quiet.saturating_add(1);
+            } else if timed_out {
+                return false;
             }
         }
     }

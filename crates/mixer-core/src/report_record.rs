@@ -61,11 +61,21 @@ impl Record {
     pub(crate) fn capture(&mut self, plan: &Arc<ReportPlan>, bag: &dyn Bag) {
         self.clear();
         self.plan = Some(plan.clone());
-        bag.for_each(&mut |id, v| {
-            if let Some(how) = plan.capture(id) {
-                self.push(bag, id, v, how);
+        if plan.snapshot.apa.is_empty() {
+            // One pass over the request's attributes (tens), keeping those the report reads.
+            bag.for_each(&mut |id, v| {
+                if let Some(how) = plan.capture(id) {
+                    self.push(bag, id, v, how);
+                }
+            });
+        } else {
+            // Attribute producers' bindings are evaluated when first read: read only these.
+            for &id in plan.captured() {
+                if let (Some(v), Some(how)) = (bag.get(id), plan.capture(id)) {
+                    self.push(bag, id, v, how);
+                }
             }
-        });
+        }
     }
 
     fn text(&mut self, s: &str) -> (usize, usize) {
@@ -132,12 +142,6 @@ impl Record {
     /// Whether the record is small enough to keep for reuse.
     pub(crate) fn reusable(&self) -> bool {
         self.text.capacity() <= RECYCLE_LIMIT && self.pairs.capacity() <= RECYCLE_LIMIT / 32
-    }
-
-    /// Number of captured attributes.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.attrs.len()
     }
 
     /// Calls `f` with the record seen as a bag (values borrow from the record).

@@ -3,7 +3,9 @@
 //! shared and lent maps, constant-key and whole-map reads, failed fields, namespace-scoped
 //! rules); a full queue drops and counts exactly, logging at a bounded rate; swaps and flushes
 //! lose nothing and send old records to old handlers; a worker's order is kept; no drainer means
-//! inline reports; dropping the pipeline drains.
+//! inline reports; dropping the pipeline drains; a map read only at constant keys is captured
+//! through the host's map at those keys alone; attributes bound by attribute producers are
+//! captured like ingested ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -247,7 +249,7 @@ fn lent(i: u64) -> Lent {
         ("x-request-id".to_string(), format!("id-{i}")),
         ("cookie".to_string(), "not read".to_string()),
     ];
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         headers.push(("x-skip".into(), "yes".into()));
     }
     let labels = vec![("app".to_string(), "reviews".to_string())];
@@ -263,7 +265,7 @@ fn request(i: u64, lent: &Lent) -> Attributes<'_> {
         )
         .with(
             wk::CONTEXT_PROTOCOL,
-            Value::str(if i % 5 == 0 { "tcp" } else { "http" }),
+            Value::str(if i.is_multiple_of(5) { "tcp" } else { "http" }),
         )
         .with(
             wk::REQUEST_USERAGENT,
@@ -275,9 +277,13 @@ fn request(i: u64, lent: &Lent) -> Attributes<'_> {
         )
         .with(
             wk::DESTINATION_NAMESPACE,
-            Value::str(if i % 2 == 0 { "bookinfo" } else { "default" }),
+            Value::str(if i.is_multiple_of(2) {
+                "bookinfo"
+            } else {
+                "default"
+            }),
         );
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         b.set(wk::RESPONSE_CODE, Value::Int64(200 + (i % 4) as i64));
         b.set(wk::RESPONSE_SIZE, Value::Int64(i as i64 * 10));
         b.set(
@@ -285,7 +291,7 @@ fn request(i: u64, lent: &Lent) -> Attributes<'_> {
             Value::StringMap(StringMapRef::Borrowed(&lent.labels)),
         );
     }
-    if i % 4 != 0 {
+    if !i.is_multiple_of(4) {
         let m: StringMap = [("app".to_string(), format!("app-{}", i % 3))]
             .into_iter()
             .collect();
@@ -304,7 +310,7 @@ fn request(i: u64, lent: &Lent) -> Attributes<'_> {
 
 /// Sets the custom (manifest) attributes of `rich_config` on request `i`, for some requests.
 fn typed(b: &mut Attributes<'_>, p: &Pipeline, i: u64) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         return;
     }
     let snapshot = p.snapshot();
@@ -317,7 +323,7 @@ fn typed(b: &mut Attributes<'_>, p: &Pipeline, i: u64) {
     b.set(id("test.uri"), Value::Uri("https://example.com/x".into()));
     b.set(id("test.dns"), Value::DnsName("example.com".into()));
     b.set(id("test.ratio"), Value::Double(i as f64 / 4.0));
-    b.set(id("test.flag"), Value::Bool(i % 3 == 0));
+    b.set(id("test.flag"), Value::Bool(i.is_multiple_of(3)));
 }
 
 struct Setup {
@@ -439,7 +445,10 @@ fn deferred_reports_give_handlers_exactly_what_inline_ones_give() {
     assert_eq!(*a, *b);
     // The run covered what it claims: errors, the scoped rule, every value type, lent maps.
     assert!(errors > 0 && sent > 600);
-    let text: String = a.iter().flat_map(|x| x.2.iter().map(String::as_str)).collect();
+    let text: String = a
+        .iter()
+        .flat_map(|x| x.2.iter().map(String::as_str))
+        .collect();
     for needle in [
         "EmailAddress(\"u1@example.com\")",
         "Uri(",
@@ -686,4 +695,207 @@ fn dropping_the_pipeline_drains_before_the_drainer_exits() {
         t.join().unwrap();
     }
     assert_eq!(recorder.seen.lock().len(), 50);
+}
+
+/// A host's header map that counts how it is read.
+#[derive(Default)]
+struct Counted {
+    pairs: Vec<(String, String)>,
+    gets: std::sync::atomic::AtomicUsize,
+    walks: std::sync::atomic::AtomicUsize,
+}
+
+impl mixer_attr::StringMapView for Counted {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+    fn for_each_entry(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.walks.fetch_add(1, Ordering::Relaxed);
+        for (k, v) in &self.pairs {
+            f(k, v)
+        }
+    }
+}
+
+#[test]
+fn a_map_read_only_at_constant_keys_is_captured_at_those_keys() {
+    let mut config = simple_config(0);
+    config.instances = vec![instance(
+        "requests",
+        "metric",
+        json!({"value": "1", "dimensions": {
+            "id": "request.headers[\"x-request-id\"] | \"none\"",
+            "gone": "request.headers[\"x-absent\"] | \"none\"",
+        }}),
+    )];
+    let s = setup(&config, Arc::new(Parked::default()), deferred(10));
+    let w = s.pipeline.worker(Arc::new(s.vt.clone()));
+    let headers = Counted {
+        pairs: vec![
+            ("x-request-id".into(), "r-1".into()),
+            (
+                "cookie".into(),
+                "a long cookie the report never reads".into(),
+            ),
+        ],
+        ..Default::default()
+    };
+    let bag = Attributes::new().with(
+        wk::REQUEST_HEADERS,
+        Value::StringMap(StringMapRef::Borrowed(&headers)),
+    );
+    assert!(w.report(&bag).deferred);
+    // Two look-ups through the host's own map, no walk over its entries.
+    assert_eq!(headers.gets.load(Ordering::Relaxed), 2);
+    assert_eq!(headers.walks.load(Ordering::Relaxed), 0);
+    s.pipeline.flush();
+    let seen = s.recorder.seen.lock();
+    assert_eq!(
+        seen[0].2,
+        [
+            "dimensions.gone=String(\"none\")",
+            "dimensions.id=String(\"r-1\")",
+            "value=Int64(1)"
+        ]
+    );
+}
+
+/// Produces `source_labels` {app: "app-of-<source.uid>"} and `source_pod_name` for the
+/// `kubernetes` template (an attribute-producing stage).
+struct Lookup;
+struct LookupHandler {
+    uid: usize,
+    labels: usize,
+    pod: usize,
+}
+
+impl Adapter for Lookup {
+    fn name(&self) -> &'static str {
+        "lookup"
+    }
+    fn templates(&self) -> &'static [&'static str] {
+        &["kubernetes"]
+    }
+    fn build(&self, c: &HandlerConfig<'_>) -> Result<Arc<dyn Handler>, AdapterError> {
+        let outputs = mixer_core::template::template("kubernetes")
+            .unwrap()
+            .outputs;
+        let out = |name: &str| outputs.iter().position(|f| f.path == name).unwrap();
+        Ok(Arc::new(LookupHandler {
+            uid: c.instances[0].position("source_uid").unwrap(),
+            labels: out("source_labels"),
+            pod: out("source_pod_name"),
+        }))
+    }
+}
+
+impl Handler for LookupHandler {
+    fn as_attribute_producer(&self) -> Option<&dyn mixer_core::adapter::AttributeProducer> {
+        Some(self)
+    }
+}
+
+impl mixer_core::adapter::AttributeProducer for LookupHandler {
+    fn produce(
+        &self,
+        view: &InstanceView<'_>,
+        _: &mixer_core::adapter::ApaContext<'_>,
+    ) -> Result<mixer_core::adapter::Produced, mixer_core::Status> {
+        let uid = view.at(self.uid).and_then(|v| v.as_str()).unwrap_or("");
+        let mut out = mixer_core::adapter::ApaValues::with_len(60);
+        if !uid.is_empty() {
+            let labels: StringMap = [("app".to_string(), format!("app-of-{uid}"))]
+                .into_iter()
+                .collect();
+            out.set(self.labels, Value::string_map(labels));
+            out.set(self.pod, Value::String(format!("pod-{uid}").into()));
+        }
+        Ok(mixer_core::adapter::Produced {
+            output: Arc::new(out),
+            cache_for: None,
+        })
+    }
+}
+
+#[test]
+fn deferred_reports_capture_what_attribute_producers_bound() {
+    let mut config = simple_config(0);
+    config.handlers.push(v2::Handler {
+        name: "lookup".into(),
+        namespace: "istio-system".into(),
+        adapter: "lookup".into(),
+        ..Default::default()
+    });
+    let mut attrs = instance(
+        "attrs",
+        "kubernetes",
+        json!({ "source_uid": "source.uid | \"\"" }),
+    );
+    attrs.attribute_bindings = [
+        ("source.name", "$out.source_pod_name | \"unknown\""),
+        ("source.labels", "$out.source_labels | emptyStringMap()"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    config.instances = vec![
+        attrs,
+        instance(
+            "requests",
+            "metric",
+            json!({"value": "1", "dimensions": {
+                "app": "source.labels[\"app\"] | \"none\"",
+                "name": "source.name",
+            }}),
+        ),
+    ];
+    let mut generator = rule("gen", "istio-system", "", &["attrs"]);
+    generator.actions[0].handler = "lookup.istio-system".into();
+    config.rules = vec![
+        generator,
+        rule("metrics", "istio-system", "", &["requests"]),
+    ];
+    let run = |queue: Option<ReportQueueOptions>| {
+        let vt = VirtualPlatform::new();
+        let recorder = Recorder::default();
+        let mut registry = registry(&recorder);
+        registry.register(Arc::new(Lookup));
+        let log = Arc::new(MemoryLog::default());
+        let snapshot = compile(&config, &registry, &vt.platform(), None, &opts(&log)).unwrap();
+        assert_eq!(snapshot.apa.stages.len(), 1);
+        let options = PipelineOptions {
+            report_queue: queue.unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut platform = vt.platform();
+        platform.background = Arc::new(Parked::default());
+        let pipeline = Pipeline::with_options(snapshot, platform, options);
+        let w = pipeline.worker(Arc::new(vt.clone()));
+        for uid in ["reviews", "", "ratings"] {
+            let bag = Attributes::new().with(wk::SOURCE_UID, Value::str(uid));
+            w.report(&bag);
+        }
+        pipeline.flush();
+        recorder.seen.lock().clone()
+    };
+    let inline = run(None);
+    assert_eq!(inline.len(), 3);
+    assert!(
+        inline[0]
+            .2
+            .contains(&"dimensions.app=String(\"app-of-reviews\")".to_string())
+    );
+    assert!(
+        inline[1]
+            .2
+            .contains(&"dimensions.name=String(\"unknown\")".to_string())
+    );
+    assert_eq!(run(deferred(10)), inline);
 }

@@ -19,7 +19,9 @@ pub mod bridge;
 pub mod host;
 pub mod httpauthz;
 
-pub use api::{HeaderMap, Pipeline, Worker, check_result, connection, registry, request_attributes};
+pub use api::{
+    HeaderMap, Pipeline, Worker, check_result, connection, registry, request_attributes,
+};
 pub use bridge::ffi;
 /// The cxx version the bridge was generated with (for `UniquePtr::null()` in Rust callers).
 pub use cxx;

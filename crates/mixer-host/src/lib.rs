@@ -107,7 +107,11 @@ fn coarse_now() -> MonoTime {
                     COARSE.fetch_max(precise_now().0, Ordering::Relaxed);
                 }
             });
-        let state = if spawned.is_ok() { TICKING } else { UNAVAILABLE };
+        let state = if spawned.is_ok() {
+            TICKING
+        } else {
+            UNAVAILABLE
+        };
         STATE.store(state, Ordering::Release);
     });
     precise_now()

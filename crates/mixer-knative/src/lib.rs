@@ -38,9 +38,13 @@
 //!
 //! # Threads, timers, memory
 //!
-//! - Request path (`check`, `report`): a read-locked map lookup and a per-revision mutex;
-//!   no I/O, no allocation for a known revision. Answers are never cacheable (validity 0) so
-//!   every request is counted.
+//! - Request path (`check`, `report`): a read-locked map lookup (one hash of namespace and
+//!   name, borrowed), the PAL's request-path clock (`approximate_monotonic`: one atomic load
+//!   on the std host) and relaxed atomics on the revision (one add for a check's in-flight
+//!   count and time integral, one compare-and-swap for a completion); no lock of the revision,
+//!   no I/O, no allocation for a known revision. The revision's mutex is taken by the report
+//!   tick and by requests that are held. Answers are never cacheable (validity 0) so every
+//!   request is counted.
 //! - Report interval, hold timeouts and readiness probes run on PAL timers and the PAL HTTP
 //!   callout (`platform.dispatcher` for reports, the calling worker's dispatcher for holds), so
 //!   they run on virtual time in tests and on the host's timer wheel in Envoy.
@@ -52,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 pub mod params;
+mod revision;
 mod stats;
 pub mod testing;
 mod ws;
@@ -62,7 +67,6 @@ pub mod proto {
     include!("gen/metrics.rs");
 }
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Weak};
@@ -76,11 +80,12 @@ use mixer_core::adapter::{
 };
 use mixer_core::instance::{CompiledInstance, InstanceView};
 use mixer_core::pal::{BackgroundExecutor, Clock, Dispatcher, HttpRequest, MonoTime, TimerId};
-use mixer_core::pending::{Completer, Poll, pending};
+use mixer_core::pending::{Poll, pending};
 use mixer_core::{AdapterRegistry, Code, Status};
 use parking_lot::{Mutex, RwLock};
 
 pub use params::{KnativeParams, OnTimeout};
+use revision::{Held, Revision, Revisions, flow};
 use stats::Counters;
 pub use stats::{HOLD_BUCKETS_MS, HoldHistogram, KnativeStats};
 use ws::{ClientConfig, Outbox, Pending};
@@ -180,62 +185,6 @@ impl Adapter for KnativeAdapter {
     }
 }
 
-/// A held request.
-struct Held {
-    since: MonoTime,
-    done: Completer<CheckResult>,
-}
-
-/// One revision's measurements and hold queue.
-#[derive(Default)]
-struct RevState {
-    /// Requests between check and report.
-    inflight: u64,
-    /// Integral of `inflight` over the current window, in request-nanoseconds.
-    area: f64,
-    last_change: MonoTime,
-    window_start: MonoTime,
-    /// Checks in the current window.
-    requests: u64,
-    /// Last check or report.
-    last_seen: MonoTime,
-    /// Seen recently (a poke was sent); false for an entry created by `mark_ready`.
-    active: bool,
-    ready: bool,
-    held: VecDeque<Held>,
-    probing: bool,
-    sweep_scheduled: bool,
-}
-
-impl RevState {
-    fn advance(&mut self, now: MonoTime) {
-        if now > self.last_change {
-            self.area += self.inflight as f64 * now.since(self.last_change).as_nanos() as f64;
-            self.last_change = now;
-        }
-    }
-}
-
-struct Revision {
-    namespace: Arc<str>,
-    name: Arc<str>,
-    state: Mutex<RevState>,
-}
-
-type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-#[derive(Default)]
-struct Revisions {
-    by_namespace: Map<Box<str>, Map<Box<str>, Arc<Revision>>>,
-    len: usize,
-}
-
-impl Revisions {
-    fn get(&self, namespace: &str, name: &str) -> Option<&Arc<Revision>> {
-        self.by_namespace.get(namespace).and_then(|m| m.get(name))
-    }
-}
-
 /// A configured `knative` handler.
 pub struct KnativeHandler {
     name: String,
@@ -259,17 +208,24 @@ pub struct KnativeHandler {
     positions: Vec<(Arc<CompiledInstance>, Positions)>,
 }
 
-/// Positions of `namespace`, `revision`, `host` in an instance's fields.
+/// Positions of `namespace`, `revision`, `host` in an instance's fields, and whether it is a
+/// completion (report) instance.
 #[derive(Clone, Copy, Debug)]
-struct Positions([Option<usize>; 3]);
+struct Positions {
+    fields: [Option<usize>; 3],
+    completion: bool,
+}
 
 impl Positions {
     fn of(instance: &CompiledInstance) -> Positions {
-        Positions([
-            instance.position("namespace"),
-            instance.position("revision"),
-            instance.position("host"),
-        ])
+        Positions {
+            fields: [
+                instance.position("namespace"),
+                instance.position("revision"),
+                instance.position("host"),
+            ],
+            completion: instance.template.name == COMPLETION_TEMPLATE,
+        }
     }
 }
 
@@ -295,25 +251,30 @@ fn valid(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME
 }
 
-/// `<revision>.<namespace>.svc.<domain>[:port]` -> `(namespace, revision)`.
+/// `<revision>.<namespace>.svc.<domain>[:port]` -> `(namespace, revision)`. One pass over the
+/// bytes up to the third label (this runs per request when the route sets no headers).
 pub fn revision_from_host(host: &str) -> Option<(&str, &str)> {
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
+    let dot = |from: usize| {
+        let rest = host.as_bytes().get(from..)?;
+        rest.iter().position(|b| *b == b'.').map(|i| from + i)
     };
-    let mut labels = host.split('.');
-    let revision = labels.next()?;
-    let namespace = labels.next()?;
-    (labels.next()? == "svc" && valid(namespace) && valid(revision))
-        .then_some((namespace, revision))
+    let first = dot(0)?;
+    let second = dot(first + 1)?;
+    let revision = host.get(..first)?;
+    let namespace = host.get(first + 1..second)?;
+    let after = host.get(second + 1..)?.strip_prefix("svc")?;
+    // Then the domain, a port, or nothing.
+    let svc = match after.as_bytes() {
+        [] | [b'.', ..] => true,
+        [b':', port @ ..] => !port.is_empty() && port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    (svc && valid(namespace) && valid(revision)).then_some((namespace, revision))
 }
 
 /// The revision an instance names: its `namespace` and `revision` fields, else its `host`.
-fn identity<'a>(
-    view: &InstanceView<'a>,
-    positions: Option<Positions>,
-) -> Option<(&'a str, &'a str)> {
-    let Positions([ns, rev, host]) = positions.unwrap_or_else(|| Positions::of(view.instance));
+fn identity<'a>(view: &InstanceView<'a>, positions: Positions) -> Option<(&'a str, &'a str)> {
+    let [ns, rev, host] = positions.fields;
     let field = |p: Option<usize>| name_of(p.and_then(|p| view.at(p)));
     let namespace = field(ns);
     let revision = field(rev);
@@ -381,15 +342,21 @@ impl KnativeHandler {
         usize::try_from(self.held_now.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
-    fn positions(&self, instance: &CompiledInstance) -> Option<Positions> {
+    /// The positions resolved at build for `instance` (computed now for one not routed here).
+    fn positions(&self, instance: &CompiledInstance) -> Positions {
         self.positions
             .iter()
             .find(|(i, _)| std::ptr::eq(Arc::as_ptr(i), instance))
-            .map(|(_, p)| *p)
+            .map_or_else(|| Positions::of(instance), |(_, p)| *p)
     }
 
     fn uptime(&self, now: MonoTime) -> f64 {
         now.since(self.created).as_secs_f64()
+    }
+
+    /// Microseconds since the handler started (the time base of the in-flight integral).
+    fn micros(&self, now: MonoTime) -> u64 {
+        now.0.saturating_sub(self.created.0) / 1_000
     }
 
     /// Wakes the websocket thread, starting it on first use.
@@ -442,30 +409,55 @@ impl KnativeHandler {
         if let Some(r) = map.get(namespace, name) {
             return Some(r.clone());
         }
-        if map.len >= self.params.max_revisions {
+        if map.len() >= self.params.max_revisions {
             stats::inc(&self.counters.revisions_untracked);
             return None;
         }
-        let r = Arc::new(Revision {
-            namespace: namespace.into(),
-            name: name.into(),
-            state: Mutex::new(RevState {
-                last_change: now,
-                window_start: now,
-                last_seen: now,
-                ..Default::default()
-            }),
-        });
-        map.by_namespace
-            .entry(namespace.into())
-            .or_default()
-            .insert(name.into(), r.clone());
-        map.len += 1;
-        stats::set(&self.counters.revisions, map.len as u64);
+        let r = Arc::new(Revision::new(namespace, name, now, self.micros(now)));
+        map.insert(r.clone());
+        stats::set(&self.counters.revisions, map.len() as u64);
         Some(r)
     }
 
+    /// A check for revision `r` at `now`. The warm path (poked already, not holding) is a few
+    /// relaxed atomic operations on `r`; its mutex is taken only to hold the request.
+    #[inline]
     fn on_check(
+        &self,
+        r: &Arc<Revision>,
+        now: MonoTime,
+        dispatcher: &Arc<dyn Dispatcher>,
+    ) -> Poll<CheckResult> {
+        r.checked(now, self.micros(now), self.track_completions);
+        if !r.active.load(Ordering::Relaxed) {
+            self.poke(r, now);
+        }
+        if self.params.hold.enabled && !r.ready.load(Ordering::Acquire) {
+            return self.hold(r, now, dispatcher);
+        }
+        Poll::Ready(allow())
+    }
+
+    /// The first request for an idle revision: tells the autoscaler at once.
+    #[cold]
+    fn poke(&self, r: &Arc<Revision>, now: MonoTime) {
+        if r.active.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        stats::inc(&self.counters.pokes);
+        let p = Pending {
+            concurrency: 1.0,
+            requests: 1.0,
+            uptime: self.uptime(now),
+            poke: true,
+        };
+        self.outbox.push(&r.namespace, &r.name, p);
+        self.wake();
+    }
+
+    /// Holds a request for a revision that is not ready (or rejects it when too many are held).
+    #[cold]
+    fn hold(
         &self,
         r: &Arc<Revision>,
         now: MonoTime,
@@ -473,52 +465,27 @@ impl KnativeHandler {
     ) -> Poll<CheckResult> {
         let hold = &self.params.hold;
         let mut s = r.state.lock();
-        s.advance(now);
-        if self.track_completions {
-            s.inflight += 1;
+        if r.ready.load(Ordering::Acquire) {
+            return Poll::Ready(allow());
         }
-        s.requests += 1;
-        s.last_seen = now;
-        let poke = !s.active;
-        if poke {
-            s.active = true;
-            stats::inc(&self.counters.pokes);
-            let p = Pending {
-                concurrency: 1.0,
-                requests: 1.0,
-                uptime: self.uptime(now),
-                poke: true,
-            };
-            self.outbox.push(&r.namespace, &r.name, p);
+        if self.held_now.load(Ordering::Relaxed) >= hold.max_held as u64 {
+            drop(s);
+            stats::inc(&self.counters.requests_rejected);
+            return Poll::Ready(self.timeout_result(
+                r,
+                &format!(
+                    "is not ready and {} requests are held already",
+                    hold.max_held
+                ),
+            ));
         }
-        let mut start_sweep = false;
-        let mut start_probe = false;
-        let result = if hold.enabled && !s.ready {
-            if self.held_now.load(Ordering::Relaxed) >= hold.max_held as u64 {
-                stats::inc(&self.counters.requests_rejected);
-                Poll::Ready(self.timeout_result(
-                    r,
-                    &format!(
-                        "is not ready and {} requests are held already",
-                        hold.max_held
-                    ),
-                ))
-            } else {
-                let (done, result) = pending();
-                s.held.push_back(Held { since: now, done });
-                self.held_now.fetch_add(1, Ordering::Relaxed);
-                stats::inc(&self.counters.requests_held);
-                start_sweep = !std::mem::replace(&mut s.sweep_scheduled, true);
-                start_probe = hold.readiness.is_some() && !std::mem::replace(&mut s.probing, true);
-                Poll::Pending(result)
-            }
-        } else {
-            Poll::Ready(allow())
-        };
+        let (done, result) = pending();
+        s.held.push_back(Held { since: now, done });
+        self.held_now.fetch_add(1, Ordering::Relaxed);
+        stats::inc(&self.counters.requests_held);
+        let start_sweep = !std::mem::replace(&mut s.sweep_scheduled, true);
+        let start_probe = hold.readiness.is_some() && !std::mem::replace(&mut s.probing, true);
         drop(s);
-        if poke {
-            self.wake();
-        }
         if start_sweep {
             let (h, rev, d) = (self.me.clone(), Arc::downgrade(r), dispatcher.clone());
             dispatcher.schedule(hold.timeout, Box::new(move || sweep(h, rev, d)));
@@ -526,13 +493,13 @@ impl KnativeHandler {
         if start_probe {
             probe(self.me.clone(), Arc::downgrade(r), dispatcher.clone());
         }
-        result
+        Poll::Pending(result)
     }
 
     fn set_ready(&self, r: &Revision, now: MonoTime) -> usize {
         let released: Vec<Held> = {
             let mut s = r.state.lock();
-            s.ready = true;
+            r.ready.store(true, Ordering::Release);
             s.probing = false;
             s.held.drain(..).collect()
         };
@@ -564,25 +531,30 @@ impl KnativeHandler {
     fn report_interval(&self, now: MonoTime) {
         let idle_after = self.params.idle_after;
         let uptime = self.uptime(now);
+        let t = self.micros(now);
         let mut queued = false;
         let mut idle = Vec::new();
         {
             let map = self.revisions.read();
-            for r in map.by_namespace.values().flat_map(|m| m.values()) {
+            for r in map.iter() {
                 let mut s = r.state.lock();
-                s.advance(now);
-                if s.requests > 0 || s.inflight > 0 {
-                    let window = now.since(s.window_start).as_nanos() as f64;
+                let word = r.flow();
+                let inflight = flow::inflight(word);
+                let area_now = flow::area_at(word, t);
+                let area = flow::area_between(area_now, s.area_start);
+                let requests = r.take_requests();
+                if requests > 0 || inflight > 0 {
+                    let window = t.saturating_sub(s.window_start) as f64;
                     let concurrency = if !self.track_completions {
                         1.0
                     } else if window > 0.0 {
-                        s.area / window
+                        area / window
                     } else {
-                        s.inflight as f64
+                        inflight as f64
                     };
                     let p = Pending {
                         concurrency,
-                        requests: s.requests as f64,
+                        requests: requests as f64,
                         uptime,
                         poke: false,
                     };
@@ -590,13 +562,15 @@ impl KnativeHandler {
                     stats::inc(&self.counters.reports);
                     queued = true;
                 }
-                s.area = 0.0;
-                s.requests = 0;
-                s.window_start = now;
-                if now.since(s.last_seen) >= idle_after && s.held.is_empty() {
+                s.area_start = area_now;
+                s.window_start = t;
+                let quiet = now.since(r.last_seen()) >= idle_after && s.held.is_empty();
+                if quiet || inflight < 0 {
                     // Completions that never came (a report rule missing for some requests)
-                    // must not keep a quiet revision "busy" forever.
-                    s.inflight = 0;
+                    // must not keep a quiet revision "busy" forever; the integral is kept.
+                    r.forget_inflight(inflight, t);
+                }
+                if quiet {
                     idle.push(r.clone());
                 }
             }
@@ -604,24 +578,13 @@ impl KnativeHandler {
         if !idle.is_empty() {
             let mut map = self.revisions.write();
             for r in idle {
-                let still_idle = {
-                    let s = r.state.lock();
-                    now.since(s.last_seen) >= idle_after && s.held.is_empty()
-                };
-                if !still_idle {
-                    continue;
-                }
-                let map = &mut *map;
-                if let Some(m) = map.by_namespace.get_mut(&*r.namespace) {
-                    if m.remove(&*r.name).is_some() {
-                        map.len -= 1;
-                    }
-                    if m.is_empty() {
-                        map.by_namespace.remove(&*r.namespace);
-                    }
+                let still_idle =
+                    now.since(r.last_seen()) >= idle_after && r.state.lock().held.is_empty();
+                if still_idle {
+                    map.remove(&r);
                 }
             }
-            stats::set(&self.counters.revisions, map.len as u64);
+            stats::set(&self.counters.revisions, map.len() as u64);
         }
         if queued {
             self.wake();
@@ -700,7 +663,7 @@ fn probe(h: Weak<KnativeHandler>, rev: Weak<Revision>, dispatcher: Arc<dyn Dispa
     };
     {
         let mut s = r.state.lock();
-        if s.ready || s.held.is_empty() {
+        if r.ready.load(Ordering::Acquire) || s.held.is_empty() {
             s.probing = false;
             return;
         }
@@ -763,7 +726,8 @@ impl CheckHandler for KnativeHandler {
         let Some((namespace, revision)) = identity(view, self.positions(view.instance)) else {
             return Poll::Ready(allow());
         };
-        let now = ctx.dispatcher.clock().monotonic();
+        // The request path's clock: one atomic load on hosts with a coarse clock.
+        let now = ctx.dispatcher.clock().approximate_monotonic();
         {
             let map = self.revisions.read();
             if let Some(r) = map.get(namespace, revision) {
@@ -782,22 +746,17 @@ impl ReportHandler for KnativeHandler {
         if !self.track_completions {
             return;
         }
-        let now = self.clock.monotonic();
+        let now = self.clock.approximate_monotonic();
+        let t = self.micros(now);
         let map = self.revisions.read();
-        for view in instances
-            .iter()
-            .filter(|v| v.instance.template.name == COMPLETION_TEMPLATE)
-        {
-            let Some((namespace, revision)) = identity(view, self.positions(view.instance)) else {
+        for view in instances {
+            let positions = self.positions(view.instance);
+            if !positions.completion {
                 continue;
-            };
-            let Some(r) = map.get(namespace, revision) else {
-                continue;
-            };
-            let mut s = r.state.lock();
-            s.advance(now);
-            s.inflight = s.inflight.saturating_sub(1);
-            s.last_seen = now;
+            }
+            if let Some(r) = identity(view, positions).and_then(|(ns, rev)| map.get(ns, rev)) {
+                r.completed(now, t);
+            }
         }
     }
 }

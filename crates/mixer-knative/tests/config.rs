@@ -68,4 +68,17 @@ fn host_fallback_parsing() {
     assert_eq!(parse(".default.svc.cluster.local"), None);
     assert_eq!(parse(""), None);
     assert_eq!(parse(&format!("{}.ns.svc", "x".repeat(300))), None);
+    assert_eq!(parse("rev.ns.svc"), Some(("ns", "rev")));
+    assert_eq!(parse("rev.ns.svc.cluster.local:80"), Some(("ns", "rev")));
+    for not_svc in [
+        "rev.ns",
+        "rev.ns.svcx",
+        "rev.ns.svc:",
+        "rev.ns.svc:http",
+        "rev.ns.svc:80:90",
+        "rev..svc",
+        "rev.ns.cluster.svc",
+    ] {
+        assert_eq!(parse(not_svc), None, "{not_svc}");
+    }
 }

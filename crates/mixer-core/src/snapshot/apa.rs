@@ -90,6 +90,7 @@ pub(crate) struct RawApa {
 /// Builds the chain. `bindings_of[i]` are instance `i`'s `attributeBindings`; `handler_index`
 /// maps pending handlers to built ones (a handler that failed to build has already been
 /// reported).
+#[allow(clippy::too_many_arguments)] // the compile pass's tables, passed through once
 pub(crate) fn compile_chain(
     raw: Vec<RawApa>,
     instances: &[Arc<CompiledInstance>],

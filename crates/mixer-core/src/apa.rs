@@ -15,7 +15,8 @@ use mixer_attr::{AttrId, Bag, LayeredBag, Value};
 use parking_lot::Mutex;
 
 use crate::adapter::{ApaContext, ApaOutput};
-use crate::cache::key::{encode_value, shard_of};
+use crate::cache::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
+use crate::cache::key::encode_value;
 use crate::instance::InstanceView;
 use crate::pal::MonoTime;
 use crate::snapshot::{ApaStage, FailurePolicy, Snapshot};
@@ -25,7 +26,7 @@ const CACHE_SHARDS: usize = 8;
 const CACHE_ENTRIES_PER_SHARD: usize = 512;
 
 /// One shard of an [`ApaCache`]: encoded instance values -> (outputs, expiry).
-type CacheShard = Mutex<LruCache<Vec<u8>, (Arc<dyn ApaOutput>, MonoTime)>>;
+type CacheShard = Mutex<LruCache<HashedKey, (Arc<dyn ApaOutput>, MonoTime), PassThroughState>>;
 
 /// Outputs of one stage reused per instance values, for adapters that return a
 /// `cache_for` duration. Keys are the full encoded values (never only a hash).
@@ -58,7 +59,7 @@ impl ApaCache {
         ApaCache {
             used: AtomicBool::new(false),
             shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(LruCache::new(cap)))
+                .map(|_| Mutex::new(LruCache::with_hasher(cap, PassThroughState::default())))
                 .collect(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -66,7 +67,10 @@ impl ApaCache {
     }
 
     fn get(&self, key: &[u8], now: MonoTime) -> Option<Arc<dyn ApaOutput>> {
-        let mut shard = self.shards[shard_of(key, self.shards.len())].lock();
+        let hash = hash_bytes(key);
+        let probe = Probe { hash, bytes: key };
+        let key = &probe as &dyn KeyView;
+        let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
         match shard.get(key) {
             Some((out, expires)) if *expires > now => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -84,10 +88,13 @@ impl ApaCache {
         }
     }
 
-    fn put(&self, key: Vec<u8>, out: Arc<dyn ApaOutput>, expires: MonoTime) {
+    fn put(&self, key: &[u8], out: Arc<dyn ApaOutput>, expires: MonoTime) {
         self.used.store(true, Ordering::Relaxed);
-        let i = shard_of(&key, self.shards.len());
-        self.shards[i].lock().put(key, (out, expires));
+        let hash = hash_bytes(key);
+        let i = shard_index(hash, self.shards.len());
+        self.shards[i]
+            .lock()
+            .put(HashedKey::new(hash, key), (out, expires));
     }
 }
 
@@ -324,7 +331,7 @@ fn produce<'b>(
                 for v in values.iter() {
                     encode_value(&mut key, v);
                 }
-                cache.put(key, p.output.clone(), now.plus(d));
+                cache.put(&key, p.output.clone(), now.plus(d));
             }
             Some(p.output)
         }

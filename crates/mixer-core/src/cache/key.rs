@@ -133,11 +133,3 @@ pub(crate) fn encode_value(buf: &mut Vec<u8>, v: &Value<'_>) {
         }
     }
 }
-
-/// A fast hash of a key's bytes, for choosing a shard.
-pub(crate) fn shard_of(key: &[u8], shards: usize) -> usize {
-    use std::hash::BuildHasher;
-    let h = foldhash::fast::FixedState::with_seed(0x6d69_7865_7232).hash_one(key);
-    // The high bits: the map inside the shard uses the low ones.
-    ((h >> 32) as usize) % shards.max(1)
-}

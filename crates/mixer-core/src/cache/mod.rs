@@ -2,7 +2,7 @@
 //! token cache with prefetch ([`quota`]).
 
 pub mod check;
-mod hashed;
+pub(crate) mod hashed;
 pub(crate) mod key;
 pub mod quota;
 

@@ -22,6 +22,21 @@ use crate::status::Status;
 /// Handler params as written in config (YAML and protobuf `Struct` both map onto JSON values).
 pub type Params = serde_json::Value;
 
+/// A params key in `snake_case` (`jwksUri` -> `jwks_uri`), for adapters that accept both
+/// spellings of their fields, as Istio's did.
+pub fn snake_case_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Everything an adapter needs to build a handler.
 pub struct HandlerConfig<'a> {
     /// The handler's name (`denyreviewsv3handler.istio-system`).
@@ -261,7 +276,7 @@ pub struct ApaContext<'a> {
     pub dispatcher: &'a Arc<dyn Dispatcher>,
     /// Wall-clock time of the request (token expiry and the like).
     pub now: mixer_attr::Timestamp,
-    /// Monotonic time of the request.
+    /// Monotonic time of the request (the host's approximate clock: cache validity only).
     pub monotonic: crate::pal::MonoTime,
 }
 

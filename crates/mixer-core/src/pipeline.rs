@@ -671,7 +671,7 @@ impl Worker {
         crate::adapter::ApaContext {
             dispatcher: &self.dispatcher,
             now: clock.wall(),
-            monotonic: clock.monotonic(),
+            monotonic: clock.approximate_monotonic(),
         }
     }
 

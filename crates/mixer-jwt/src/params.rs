@@ -70,20 +70,6 @@ fn err(field: &str, message: impl Into<String>) -> AdapterError {
     AdapterError::field(field, message)
 }
 
-/// `jwksUri` -> `jwks_uri`.
-fn snake(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn string(field: &str, v: &Value) -> Result<String, AdapterError> {
     v.as_str()
         .map(str::to_string)
@@ -224,7 +210,7 @@ impl Params {
         let mut cache_duration = Duration::from_secs(300);
         let mut token_prefix = "Bearer ".to_string();
         for (key, v) in obj {
-            let name = snake(key);
+            let name = mixer_core::adapter::snake_case_key(key);
             let Some(&field) = FIELDS.iter().find(|f| **f == name) else {
                 return Err(err(
                     key,

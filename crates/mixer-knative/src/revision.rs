@@ -7,11 +7,12 @@
 //! revision by one hash of `(namespace, name)`, borrowing the request's strings.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use mixer_core::adapter::CheckResult;
+use mixer_core::cache::PassThrough;
 use mixer_core::pal::MonoTime;
 use mixer_core::pending::Completer;
 use parking_lot::Mutex;
@@ -161,24 +162,6 @@ impl Revision {
     }
 }
 
-/// Passes a precomputed hash through.
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// The revisions of one hash (almost always one).
 enum Bucket {
     One(Arc<Revision>),
@@ -197,7 +180,7 @@ impl Bucket {
 /// The tracked revisions, by one hash of `(namespace, name)`.
 #[derive(Default)]
 pub(crate) struct Revisions {
-    by_key: HashMap<u64, Bucket, BuildHasherDefault<KeyHasher>>,
+    by_key: HashMap<u64, Bucket, BuildHasherDefault<PassThrough>>,
     hasher: foldhash::fast::RandomState,
     len: usize,
 }

@@ -38,20 +38,6 @@ pub struct Settings {
     pub cluster_domain: String,
 }
 
-fn norm(key: &str) -> String {
-    // camelCase and snake_case both name a field.
-    let mut out = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn string(field: &str, v: &Json) -> Result<Option<String>, AdapterError> {
     match v {
         Json::Null => Ok(None),
@@ -89,7 +75,11 @@ fn duration(field: &str, v: &Json, default: Duration) -> Result<Duration, Adapte
 fn object<'p>(field: &str, v: &'p Json) -> Result<Vec<(String, &'p Json)>, AdapterError> {
     match v {
         Json::Null => Ok(Vec::new()),
-        Json::Object(m) => Ok(m.iter().map(|(k, v)| (norm(k), v)).collect()),
+        // camelCase and snake_case both name a field.
+        Json::Object(m) => Ok(m
+            .iter()
+            .map(|(k, v)| (mixer_core::adapter::snake_case_key(k), v))
+            .collect()),
         _ => Err(AdapterError::field(field, "must be a map")),
     }
 }

@@ -87,9 +87,10 @@ impl<'a> Borrow<dyn KeyView + 'a> for HashedKey {
     }
 }
 
-/// A hasher that passes the precomputed hash through.
+/// A hasher that passes a precomputed hash through (maps keyed by a hash, or by a key whose
+/// `Hash` writes its precomputed hash).
 #[derive(Default, Clone, Copy, Debug)]
-pub(crate) struct PassThrough(u64);
+pub struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {

@@ -7,4 +7,5 @@ pub(crate) mod key;
 pub mod quota;
 
 pub use check::{CacheStats, CheckCache, CheckCacheConfig, PreparedKey};
+pub use hashed::PassThrough;
 pub use key::{KeyShape, ShapeKey};

@@ -705,28 +705,20 @@ impl QuotaCache {
     /// Calls `f` with the unambiguous join of `quota` and `key` (the quota name's length first)
     /// and its hash, built in a per-thread buffer.
     fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(Probe<'_>) -> T) -> T {
-        let build = |b: &mut Vec<u8>| {
+        let run = |b: &mut Vec<u8>| {
             b.clear();
             b.extend_from_slice(&(quota.len() as u64).to_le_bytes());
             b.extend_from_slice(quota.as_bytes());
             b.extend_from_slice(key.as_bytes());
+            f(Probe {
+                hash: hash_bytes(b),
+                bytes: b,
+            })
         };
         MAP_KEY.with(|buf| match buf.try_borrow_mut() {
-            Ok(mut b) => {
-                build(&mut b);
-                f(Probe {
-                    hash: hash_bytes(&b),
-                    bytes: &b,
-                })
-            }
-            Err(_) => {
-                let mut b = Vec::new();
-                build(&mut b);
-                f(Probe {
-                    hash: hash_bytes(&b),
-                    bytes: &b,
-                })
-            }
+            Ok(mut b) => run(&mut b),
+            // Re-entered from inside `f` (never in practice): a buffer of its own.
+            Err(_) => run(&mut Vec::new()),
         })
     }
 

@@ -16,6 +16,7 @@
 //! `entries:` list. When a refresh fails the last good list stays in force until `ttl` passes;
 //! after that checks fail as a backend failure (the handler's failure policy decides).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
@@ -72,7 +73,7 @@ enum EntryType {
 /// A compiled list.
 #[derive(Debug)]
 enum Entries {
-    Strings(HashSet<String>),
+    Strings(foldhash::HashSet<String>),
     Ips {
         exact: HashSet<IpAddr>,
         ranges: Vec<(IpAddr, u8)>,
@@ -133,14 +134,16 @@ impl Entries {
     fn contains(&self, kind: EntryType, value: &Value<'_>) -> Result<bool, String> {
         match self {
             Entries::Strings(set) => {
-                let s = value
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| value.to_string());
-                Ok(if kind == EntryType::CaseInsensitive {
+                let s: Cow<'_, str> = match value.as_str() {
+                    Some(s) => Cow::Borrowed(s),
+                    None => Cow::Owned(value.to_string()),
+                };
+                // Already lower case (plain ASCII without capitals): no copy.
+                let lower = s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase());
+                Ok(if kind == EntryType::CaseInsensitive && !lower {
                     set.contains(&s.to_lowercase())
                 } else {
-                    set.contains(&s)
+                    set.contains(&*s)
                 })
             }
             Entries::Regex(set) => Ok(set.is_match(

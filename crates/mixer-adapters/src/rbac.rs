@@ -34,6 +34,7 @@ use mixer_core::adapter::{
 };
 use mixer_core::instance::InstanceView;
 use mixer_core::pending::Poll;
+use mixer_core::template::{self, TemplateInfo};
 use mixer_core::{Code, Status};
 use serde::Deserialize;
 
@@ -174,6 +175,34 @@ pub struct Rbac {
     roles: Vec<Role>,
     bindings: Vec<Binding>,
     valid_duration: Duration,
+    fields: RequestFields,
+}
+
+/// The `authorization` template and the indexes of the fields a check reads, resolved once.
+#[derive(Debug)]
+struct RequestFields {
+    template: Option<&'static TemplateInfo>,
+    index: [Option<usize>; REQUEST_PATHS.len()],
+}
+
+/// The instance fields [`Request`] holds, in its order.
+const REQUEST_PATHS: [&str; 6] = [
+    "subject.user",
+    "subject.groups",
+    "action.namespace",
+    "action.service",
+    "action.method",
+    "action.path",
+];
+
+impl RequestFields {
+    fn resolve() -> Self {
+        let template = template::template("authorization");
+        RequestFields {
+            template,
+            index: REQUEST_PATHS.map(|p| template.and_then(|t| t.field_index(p))),
+        }
+    }
 }
 
 impl Adapter for RbacAdapter {
@@ -249,6 +278,7 @@ impl Adapter for RbacAdapter {
             roles,
             bindings,
             valid_duration,
+            fields: RequestFields::resolve(),
         }))
     }
 }
@@ -276,14 +306,25 @@ struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    fn of(view: &'a InstanceView<'a>) -> Self {
+    fn of(view: &'a InstanceView<'a>, fields: &RequestFields) -> Self {
+        // Instances of the `authorization` template (all that config lets reach rbac) are read
+        // by field index; anything else by path.
+        let indexed = fields
+            .template
+            .is_some_and(|t| std::ptr::eq(t, view.instance.template));
+        let read = |i: usize| -> &'a str {
+            match fields.index[i] {
+                Some(at) if indexed => view.field(at).and_then(Value::as_str).unwrap_or(""),
+                _ => text(view, REQUEST_PATHS[i]),
+            }
+        };
         Request {
-            user: text(view, "subject.user"),
-            groups: text(view, "subject.groups"),
-            namespace: text(view, "action.namespace"),
-            service: text(view, "action.service"),
-            method: text(view, "action.method"),
-            path: text(view, "action.path"),
+            user: read(0),
+            groups: read(1),
+            namespace: read(2),
+            service: read(3),
+            method: read(4),
+            path: read(5),
         }
     }
 }
@@ -330,7 +371,7 @@ impl Handler for Rbac {
 
 impl CheckHandler for Rbac {
     fn check(&self, view: &InstanceView<'_>, _: &RequestContext<'_>) -> Poll<CheckResult> {
-        let req = Request::of(view);
+        let req = Request::of(view, &self.fields);
         let allowed = self
             .bindings
             .iter()

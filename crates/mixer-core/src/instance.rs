@@ -26,7 +26,14 @@ pub struct CompiledInstance {
     pub template: &'static TemplateInfo,
     /// Fields sorted by path.
     pub fields: Vec<CompiledField>,
+    /// For each of the template's fields (in [`TemplateInfo::fields`] order), its position in
+    /// `fields`, or [`NO_SLOT`] when the instance does not set it (and for map fields, whose
+    /// entries are separate fields).
+    pub slots: Box<[u32]>,
 }
+
+/// A template field the instance does not set.
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// An instance field could not be evaluated for this request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -61,6 +68,21 @@ impl CompiledInstance {
         }
     }
 
+    /// The `slots` of `fields` (sorted by path) for `template`.
+    pub fn slots_for(template: &TemplateInfo, fields: &[CompiledField]) -> Box<[u32]> {
+        template
+            .fields
+            .iter()
+            .map(|f| {
+                fields
+                    .binary_search_by(|x| (*x.path).cmp(f.path))
+                    .ok()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(NO_SLOT)
+            })
+            .collect()
+    }
+
     /// Position of `path` in [`CompiledInstance::fields`] (adapters resolve positions once, at
     /// build time, and index by position per request).
     pub fn position(&self, path: &str) -> Option<usize> {
@@ -89,10 +111,24 @@ impl CompiledInstance {
         out: &mut Vec<Value<'s>>,
     ) -> Result<(), InstanceError> {
         out.clear();
+        self.evaluate_onto(bag, refs, out)
+    }
+
+    /// As [`CompiledInstance::evaluate`], appending after what `out` holds; on an error `out`
+    /// is left as it was.
+    pub fn evaluate_onto<'s>(
+        &'s self,
+        bag: &'s dyn Bag,
+        refs: &mut impl ReferenceRecorder,
+        out: &mut Vec<Value<'s>>,
+    ) -> Result<(), InstanceError> {
+        let start = out.len();
+        out.reserve(self.fields.len());
         for field in &self.fields {
             match field.expr.eval(bag, refs) {
                 Ok(v) => out.push(v),
                 Err(error) => {
+                    out.truncate(start);
                     return Err(InstanceError {
                         instance: self.name.to_string(),
                         field: field.path.to_string(),
@@ -122,6 +158,15 @@ impl<'a> InstanceView<'a> {
             .and_then(|i| self.values.get(i))
     }
 
+    /// The value of the template's field number `template_field` (its index in
+    /// [`TemplateInfo::fields`], resolved once with [`TemplateInfo::field_index`]): no string
+    /// comparison per request. `None` when the instance does not set it.
+    #[inline]
+    pub fn field(&self, template_field: usize) -> Option<&'a Value<'a>> {
+        let position = *self.instance.slots.get(template_field)?;
+        self.values.get(position as usize)
+    }
+
     /// The value at a position resolved with [`CompiledInstance::position`].
     pub fn at(&self, position: usize) -> Option<&'a Value<'a>> {
         self.values.get(position)
@@ -141,5 +186,52 @@ impl<'a> InstanceView<'a> {
         self.instance
             .map_fields(prefix)
             .filter_map(move |(i, k)| values.get(i).map(|v| (k, v)))
+    }
+}
+
+/// One instance's evaluation: the range of its values, or why it failed.
+type Evaluated = Result<(usize, usize), InstanceError>;
+
+/// Instance values evaluated at most once per request: rules and actions naming the same
+/// instance share one evaluation (its references are recorded once, which is all a recorder
+/// keeps), and its error, if any, is reported to each of them.
+pub(crate) struct EvaluatedInstances<'s> {
+    /// Instance index -> its values' range in `values`, or its error.
+    done: Vec<(usize, Evaluated)>,
+    values: Vec<Value<'s>>,
+}
+
+impl<'s> EvaluatedInstances<'s> {
+    /// Room for a typical check (a few instances of a few fields each) without regrowing.
+    pub(crate) fn new() -> Self {
+        EvaluatedInstances {
+            done: Vec::with_capacity(8),
+            values: Vec::with_capacity(32),
+        }
+    }
+
+    /// The values of instance `index` (`instance`), evaluated over `bag` the first time.
+    pub(crate) fn get(
+        &mut self,
+        index: usize,
+        instance: &'s CompiledInstance,
+        bag: &'s dyn Bag,
+        refs: &mut impl ReferenceRecorder,
+    ) -> Result<&[Value<'s>], &InstanceError> {
+        let at = match self.done.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                let start = self.values.len();
+                let r = instance
+                    .evaluate_onto(bag, refs, &mut self.values)
+                    .map(|()| (start, self.values.len()));
+                self.done.push((index, r));
+                self.done.len() - 1
+            }
+        };
+        match &self.done[at].1 {
+            Ok((start, end)) => Ok(&self.values[*start..*end]),
+            Err(e) => Err(e),
+        }
     }
 }

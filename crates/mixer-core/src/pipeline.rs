@@ -23,7 +23,7 @@ use crate::audit::{AuditSink, AuditSubject};
 use crate::cache::quota::{PrefetchOutcome, QuotaCache, QuotaCacheConfig};
 use crate::cache::{CheckCache, CheckCacheConfig, PreparedKey};
 use crate::decision::{Decision, DecisionBuilder};
-use crate::instance::{CompiledInstance, InstanceView};
+use crate::instance::{CompiledInstance, EvaluatedInstances, InstanceView};
 use crate::pal::{Dispatcher, Platform};
 use crate::pending::{Abandoned, Poll};
 use crate::report_plan::ReportPlan;
@@ -862,7 +862,7 @@ impl Worker {
         let mut refs = ReferencedAttributes::new();
         let mut builder = DecisionBuilder::new();
         let mut pending = Vec::new();
-        let mut values = Vec::new();
+        let mut evaluated = EvaluatedInstances::new();
         let candidates = Candidates::of(snapshot, bag, &mut refs);
         for rule in candidates.rules(snapshot) {
             if rule.check_actions.is_empty()
@@ -915,22 +915,22 @@ impl Worker {
                 };
                 for &i in &action.instances {
                     let instance: &CompiledInstance = &snapshot.instances[i];
-                    if let Err(e) = instance.evaluate(bag, &mut refs, &mut values) {
-                        PipelineStats::inc(&stats.instance_errors);
-                        builder.add_failure_from(
-                            Code::INTERNAL,
-                            e.to_string(),
-                            fail_open,
-                            rule.experimental,
-                            &rule.name,
-                            &entry.name,
-                        );
-                        continue;
-                    }
-                    let view = InstanceView {
-                        instance,
-                        values: &values,
+                    let values = match evaluated.get(i, instance, bag, &mut refs) {
+                        Ok(values) => values,
+                        Err(e) => {
+                            PipelineStats::inc(&stats.instance_errors);
+                            builder.add_failure_from(
+                                Code::INTERNAL,
+                                e.to_string(),
+                                fail_open,
+                                rule.experimental,
+                                &rule.name,
+                                &entry.name,
+                            );
+                            continue;
+                        }
                     };
+                    let view = InstanceView { instance, values };
                     let mut poll = handler.check(&view, &ctx);
                     if let Some(policy) = entry.retry {
                         let retry = match &poll {

@@ -53,6 +53,12 @@ pub struct TemplateInfo {
 }
 
 impl TemplateInfo {
+    /// The index in [`TemplateInfo::fields`] of the field at exactly `path`: what
+    /// [`crate::instance::InstanceView::field`] takes.
+    pub fn field_index(&self, path: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.path == path)
+    }
+
     /// The field that `path` names (a map field for `dimensions.x`), if any.
     pub fn field(&self, path: &str) -> Option<&FieldInfo> {
         self.fields.iter().find(|f| match f.ty {

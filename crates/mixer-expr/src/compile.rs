@@ -7,7 +7,7 @@ use mixer_attr::{AttrId, Attributes, StringMapRef, Value, ValueType};
 use crate::ast::Pos;
 use crate::check::{Builtin, CmpOp, TKind, TNode};
 use crate::error::CompileError;
-use crate::vm::{BOp, FALSE, Op, Program, StrTest, TRUE, Test, Tests, build_regex};
+use crate::vm::{BOp, FALSE, Op, Program, Shape, StrTest, TRUE, Test, Tests, build_regex};
 
 /// Most instructions one expression may compile to.
 pub const MAX_INSTRUCTIONS: usize = 8192;
@@ -110,6 +110,7 @@ pub(crate) fn generate(n: &TNode, names: Vec<(AttrId, Arc<str>)>) -> Result<Prog
         ));
     }
     Ok(Program {
+        shape: Shape::of(&g.code),
         code: g.code,
         consts: g.consts,
         regexes: g.regexes,
@@ -160,6 +161,7 @@ pub(crate) fn generate_top(
         }),
         subs: t.subs,
         names,
+        shape: Shape::General,
     };
     if prog.instruction_count() > MAX_INSTRUCTIONS {
         return Err(CompileError::new(

@@ -27,6 +27,8 @@ mod compile;
 mod error;
 mod lexer;
 mod parser;
+#[cfg(test)]
+mod shape_tests;
 mod vm;
 
 use std::sync::Arc;

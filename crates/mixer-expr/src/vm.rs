@@ -157,6 +157,41 @@ pub(crate) struct Program {
     /// For BOOL programs: the test program (then `code` is empty) and its general sub-programs.
     pub tests: Option<Tests>,
     pub subs: Vec<Program>,
+    /// `code` recognised as one of the common simple forms, run without the stack machine.
+    pub shape: Shape,
+}
+
+/// Programs simple enough to run without the stack machine: most instance fields and
+/// bindings are an attribute, a map entry or a constant, with a `|` default. Each form gives
+/// exactly what the stack machine gives for its code (the same references recorded, the same
+/// errors).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Shape {
+    /// Anything else: run `code`.
+    General,
+    /// `constant`
+    Const(u32),
+    /// `attribute` (absent is an error)
+    Attr(AttrId, ValueType),
+    /// `attribute | constant`
+    AttrOr(AttrId, ValueType, u32),
+    /// `map[constant key] | constant`
+    EntryOr(AttrId, u32, u32),
+}
+
+impl Shape {
+    /// The form of `code`, if it is one of the simple ones.
+    pub(crate) fn of(code: &[Op]) -> Shape {
+        match *code {
+            [Op::Const(c)] => Shape::Const(c),
+            [Op::Attr(id, ty)] => Shape::Attr(id, ty),
+            [Op::TryAttr(id, ty, 2), Op::Jump(3), Op::Const(c)] => Shape::AttrOr(id, ty, c),
+            [Op::TryAttrIndexConst(id, k, 2), Op::Jump(3), Op::Const(c)] => {
+                Shape::EntryOr(id, k, c)
+            }
+            _ => Shape::General,
+        }
+    }
 }
 
 /// A failure inside the test VM, kept small so results stay in registers.
@@ -444,6 +479,39 @@ impl Program {
     /// Runs the general program.
     #[inline]
     pub(crate) fn run<'s, R: ReferenceRecorder>(
+        &'s self,
+        bag: &'s dyn Bag,
+        refs: &mut R,
+    ) -> Result<Value<'s>, EvalError> {
+        match self.shape {
+            Shape::General => {}
+            Shape::Const(c) => return self.constant(c),
+            Shape::Attr(id, ty) => {
+                return match self.load(bag, refs, id, ty)? {
+                    Some(v) => Ok(v),
+                    None => Err(self.absent(id)),
+                };
+            }
+            Shape::AttrOr(id, ty, c) => {
+                return match self.load(bag, refs, id, ty)? {
+                    Some(v) => Ok(v),
+                    None => self.constant(c),
+                };
+            }
+            Shape::EntryOr(id, k, c) => {
+                let key = self.const_str(k)?;
+                return match self.load_entry(bag, refs, id, key)? {
+                    Some(Some(v)) => Ok(Value::String(v)),
+                    _ => self.constant(c),
+                };
+            }
+        }
+        self.run_stack(bag, refs)
+    }
+
+    /// Runs `code` on the stack machine.
+    #[inline]
+    pub(crate) fn run_stack<'s, R: ReferenceRecorder>(
         &'s self,
         bag: &'s dyn Bag,
         refs: &mut R,

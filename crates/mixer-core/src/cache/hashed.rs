@@ -10,9 +10,16 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x6d69_7865_7232).hash_one(bytes)
 }
 
-/// The shard of a hash (its high bits; the map inside the shard uses the low ones).
+/// The shard of a hash (its high bits; the map inside the shard uses the low ones). Shard
+/// counts are powers of two in practice, which takes a mask instead of a division.
+#[inline]
 pub(crate) fn shard_index(hash: u64, shards: usize) -> usize {
-    ((hash >> 32) as usize) % shards.max(1)
+    let high = (hash >> 32) as usize;
+    if shards.is_power_of_two() {
+        high & (shards - 1)
+    } else {
+        high % shards.max(1)
+    }
 }
 
 /// A stored key: its bytes and their hash.

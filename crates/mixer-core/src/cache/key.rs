@@ -67,8 +67,16 @@ impl KeyShape {
         buf.clear();
         buf.extend_from_slice(&shape_id.to_le_bytes());
         for (r, presence_only) in self.refs.iter().zip(&self.presence_only) {
-            let value = bag.get(r.attr);
-            let present = match (&r.map_key, &value) {
+            // Read in place where the bag stores values (no copy to drop).
+            let fetched;
+            let value = match bag.get_stored(r.attr) {
+                Some(stored) => stored,
+                None => {
+                    fetched = bag.get(r.attr);
+                    fetched.as_ref()
+                }
+            };
+            let present = match (&r.map_key, value) {
                 (None, v) => v.is_some(),
                 (Some(k), Some(Value::StringMap(m))) => {
                     let entry = m.get(k);
@@ -87,7 +95,7 @@ impl KeyShape {
             if r.map_key.is_none()
                 && present
                 && !presence_only
-                && let Some(v) = &value
+                && let Some(v) = value
             {
                 encode_value(buf, v);
             }

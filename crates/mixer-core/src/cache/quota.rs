@@ -55,15 +55,15 @@
 //! Our margins against the C++ ones are in `benches/README.md` ("Quota prefetch").
 
 use std::collections::VecDeque;
-use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use lru::LruCache;
-use parking_lot::Mutex;
-
-use super::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
 use crate::pal::MonoTime;
+
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use table::{QuotaCache, QuotaCacheConfig, QuotaCacheStats};
 
 /// Tuning of a [`QuotaPrefetch`]. The first four fields are the C++ client's options and defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,7 +162,12 @@ impl RateCounter {
     }
 
     fn roll(&mut self, now: MonoTime) {
-        let n = now.0.saturating_sub(self.last) / self.bucket_ns;
+        let since_last = now.0.saturating_sub(self.last);
+        if since_last < self.bucket_ns {
+            // Still in the current bucket (the common case): no division.
+            return;
+        }
+        let n = since_last / self.bucket_ns;
         if n >= COUNTER_SLOTS as u64 {
             *self = RateCounter {
                 bucket_ns: self.bucket_ns,
@@ -178,9 +183,26 @@ impl RateCounter {
         }
     }
 
+    /// Whether at `now` the current bucket is still open (rolling is a no-op) and a whole
+    /// window has been counted (`per_window` is `count`).
+    #[inline]
+    fn settled(&self, now: MonoTime) -> bool {
+        let window = self.bucket_ns.saturating_mul(COUNTER_SLOTS as u64);
+        now.0.saturating_sub(self.last) < self.bucket_ns
+            && now.0.saturating_sub(self.since) >= window
+    }
+
+    #[inline]
     fn inc(&mut self, n: i64, now: MonoTime) {
         self.roll(now);
-        self.buckets[self.tail] = self.buckets[self.tail].saturating_add(n);
+        self.add_current(n);
+    }
+
+    /// Counts `n` in the current bucket.
+    #[inline]
+    fn add_current(&mut self, n: i64) {
+        let bucket = &mut self.buckets[self.tail % COUNTER_SLOTS];
+        *bucket = bucket.saturating_add(n);
         self.count = self.count.saturating_add(n);
     }
 
@@ -237,6 +259,11 @@ pub struct QuotaPrefetch {
     opts: QuotaPrefetchOptions,
     /// FIFO of granted tokens.
     slots: VecDeque<Slot>,
+    /// Sum of the slots' non-negative `available` (expired slots included until removed).
+    tokens: i64,
+    /// Earliest expiry among the slots (`MonoTime(u64::MAX)` with none): before it,
+    /// [`QuotaPrefetch::available`] is `tokens` without a walk over the slots.
+    first_expire: MonoTime,
     counter: RateCounter,
     mode: Mode,
     inflight: Vec<Inflight>,
@@ -254,6 +281,8 @@ pub struct QuotaPrefetch {
     /// Recent `valid_for` values of non-empty grants (ring).
     validity: [Duration; VALIDITY_HISTORY],
     validity_pos: usize,
+    /// The longest of `validity`.
+    validity_max: Duration,
     /// Round trip of the last answer.
     rtt: Duration,
 }
@@ -276,6 +305,8 @@ impl QuotaPrefetch {
         QuotaPrefetch {
             opts,
             slots: VecDeque::new(),
+            tokens: 0,
+            first_expire: MonoTime(u64::MAX),
             counter: RateCounter::new(opts.predict_window, now),
             mode: Mode::Open,
             inflight: Vec::new(),
@@ -287,12 +318,55 @@ impl QuotaPrefetch {
             period_granted: 0,
             validity: [Duration::ZERO; VALIDITY_HISTORY],
             validity_pos: 0,
+            validity_max: Duration::ZERO,
             rtt: Duration::ZERO,
         }
     }
 
     /// Asks for `amount` tokens at `now`. Non-positive amounts are denied and change nothing.
+    #[inline]
     pub fn check(&mut self, amount: i64, now: MonoTime) -> QuotaDecision {
+        if self.grant_locally(amount, now) {
+            return QuotaDecision {
+                granted: true,
+                prefetch: None,
+            };
+        }
+        self.check_full(amount, now)
+    }
+
+    /// The common case of [`QuotaPrefetch::check`], decided without the prefetch logic: OPEN
+    /// mode, nothing in flight, a whole predict window counted, and the oldest live slot holds
+    /// more than `amount` and the tokens are at least half the predicted need, so no prefetch is
+    /// due. Leaves exactly the state the full path would; `false` (nothing changed) otherwise.
+    #[inline]
+    fn grant_locally(&mut self, amount: i64, now: MonoTime) -> bool {
+        if amount <= 0
+            || self.mode != Mode::Open
+            || !self.inflight.is_empty()
+            || now >= self.first_expire
+            || !self.counter.settled(now)
+        {
+            return false;
+        }
+        let need = self.counter.count.max(self.opts.min_prefetch_amount);
+        if self.tokens < need / 2 {
+            return false;
+        }
+        let Some(head) = self.slots.front_mut() else {
+            return false;
+        };
+        if head.available <= amount {
+            return false;
+        }
+        head.available -= amount;
+        self.tokens -= amount;
+        // `settled`: the current bucket is the one to count in (no roll).
+        self.counter.add_current(amount);
+        true
+    }
+
+    fn check_full(&mut self, amount: i64, now: MonoTime) -> QuotaDecision {
         if amount <= 0 {
             return QuotaDecision::DENIED;
         }
@@ -348,6 +422,7 @@ impl QuotaPrefetch {
             }
             None => {}
         }
+        self.recount();
 
         if granted == f.amount {
             self.mode = Mode::Open;
@@ -365,6 +440,15 @@ impl QuotaPrefetch {
 
     /// Tokens available at `now`.
     pub fn available(&self, now: MonoTime) -> i64 {
+        if now < self.first_expire {
+            debug_assert_eq!(self.tokens, self.count_available(now));
+            return self.tokens;
+        }
+        self.count_available(now)
+    }
+
+    /// Tokens available at `now`, by a walk over the slots.
+    fn count_available(&self, now: MonoTime) -> i64 {
         self.slots
             .iter()
             .filter(|s| now < s.expire)
@@ -387,6 +471,12 @@ impl QuotaPrefetch {
         if granted > 0 {
             self.validity[self.validity_pos % VALIDITY_HISTORY] = valid_for;
             self.validity_pos = self.validity_pos.wrapping_add(1);
+            self.validity_max = self
+                .validity
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or(Duration::ZERO);
         }
         if valid_for > Duration::ZERO {
             let end = f.sent.plus(valid_for);
@@ -428,32 +518,21 @@ impl QuotaPrefetch {
         }
 
         let avail = self.available(now);
-        let rate = self.counter.per_window(now);
-        let mut desired = rate.max(self.opts.min_prefetch_amount);
-        let validity = self
-            .validity
-            .iter()
-            .max()
-            .copied()
-            .unwrap_or(Duration::ZERO);
-        if validity > Duration::ZERO {
-            // No more than the measured rate can use before the tokens expire.
-            let window = u64::try_from(self.opts.predict_window.as_nanos())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            let validity_ns = u64::try_from(validity.as_nanos()).unwrap_or(u64::MAX);
-            let usable = u64::try_from(rate)
-                .unwrap_or(0)
-                .checked_mul(validity_ns)
-                .map_or(u64::MAX, |n| n.div_ceil(window));
-            desired = desired.min(i64::try_from(usable).unwrap_or(i64::MAX).max(1));
-        }
         // Tokens requested and not yet in hand (optimistic grants are already available).
         let pending = self.inflight.iter().fold(0i64, |a, f| {
             a.saturating_add(f.amount.saturating_sub(f.optimistic))
         });
+        let enough = avail.saturating_add(pending) >= amount;
+        let rate = self.counter.per_window(now);
+        let uncapped = rate.max(self.opts.min_prefetch_amount);
+        // `desired` below is at most `uncapped`: with this many tokens it cannot be low, so the
+        // common case skips the validity cap's arithmetic.
+        if enough && (inflight > 0 || avail >= uncapped / 2) {
+            return None;
+        }
+        let desired = self.usable_cap(uncapped, rate);
         let low = avail < desired / 2 && inflight == 0;
-        if !low && avail.saturating_add(pending) >= amount {
+        if !low && enough {
             return None;
         }
 
@@ -482,13 +561,59 @@ impl QuotaPrefetch {
         Some(PrefetchRequest { id, amount: req })
     }
 
+    /// `desired` capped at what `rate` can use before tokens expire (the longest recent
+    /// validity); at least 1.
+    fn usable_cap(&self, desired: i64, rate: i64) -> i64 {
+        let validity = self.validity_max;
+        if validity.is_zero() {
+            return desired;
+        }
+        let window = u64::try_from(self.opts.predict_window.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let validity_ns = u64::try_from(validity.as_nanos()).unwrap_or(u64::MAX);
+        let usable = u64::try_from(rate)
+            .unwrap_or(0)
+            .checked_mul(validity_ns)
+            .map_or(u64::MAX, |n| n.div_ceil(window));
+        desired.min(i64::try_from(usable).unwrap_or(i64::MAX).max(1))
+    }
+
+    /// Recomputes `tokens` and `first_expire` after the slots changed shape.
+    fn recount(&mut self) {
+        let mut tokens = 0i64;
+        let mut first = MonoTime(u64::MAX);
+        for s in &self.slots {
+            tokens = tokens.saturating_add(s.available.max(0));
+            first = first.min(s.expire);
+        }
+        self.tokens = tokens;
+        self.first_expire = first;
+    }
+
     fn new_id(&mut self) -> u64 {
         self.next_id = self.next_id.wrapping_add(1);
         self.next_id
     }
 
     /// Takes `delta` tokens from the oldest unexpired slots; returns what could not be taken.
-    fn subtract(&mut self, mut delta: i64, now: MonoTime) -> i64 {
+    #[inline]
+    fn subtract(&mut self, delta: i64, now: MonoTime) -> i64 {
+        // The common case: the oldest slot is live and covers the request.
+        if let Some(head) = self.slots.front_mut()
+            && delta > 0
+            && now < head.expire
+            && head.available > delta
+        {
+            head.available -= delta;
+            self.tokens -= delta;
+            return 0;
+        }
+        self.subtract_slow(delta, now)
+    }
+
+    fn subtract_slow(&mut self, mut delta: i64, now: MonoTime) -> i64 {
+        let mut popped = false;
         while delta > 0 {
             let Some(head) = self.slots.front_mut() else {
                 break;
@@ -496,12 +621,17 @@ impl QuotaPrefetch {
             if now < head.expire {
                 let d = head.available.min(delta).max(0);
                 head.available -= d;
+                self.tokens -= d;
                 delta -= d;
                 if head.available > 0 {
-                    return 0;
+                    break;
                 }
             }
             self.slots.pop_front();
+            popped = true;
+        }
+        if popped {
+            self.recount();
         }
         delta
     }
@@ -519,7 +649,9 @@ impl QuotaPrefetch {
         {
             last.available = last.available.saturating_add(amount);
             last.expire = last.expire.min(expire);
-            return last.id;
+            let id = last.id;
+            self.recount();
+            return id;
         }
         let id = self.new_id();
         self.slots.push_back(Slot {
@@ -527,202 +659,7 @@ impl QuotaPrefetch {
             expire,
             id,
         });
+        self.recount();
         id
-    }
-}
-
-/// Settings of a [`QuotaCache`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QuotaCacheConfig {
-    /// Maximum number of (quota, key) entries (LRU); at least 1.
-    pub max_entries: usize,
-    /// Options of each entry's [`QuotaPrefetch`].
-    pub prefetch: QuotaPrefetchOptions,
-}
-
-impl Default for QuotaCacheConfig {
-    fn default() -> Self {
-        QuotaCacheConfig {
-            max_entries: 10_000,
-            prefetch: QuotaPrefetchOptions::default(),
-        }
-    }
-}
-
-/// [`QuotaCache`] counters (a snapshot summed over the shards).
-#[derive(Debug, Default)]
-pub struct QuotaCacheStats {
-    /// Checks made.
-    pub checks: AtomicU64,
-    /// Checks granted from local tokens.
-    pub granted: AtomicU64,
-    /// Prefetch requests handed to the caller.
-    pub prefetches: AtomicU64,
-    /// Prefetches answered with [`PrefetchOutcome::Failed`].
-    pub failures: AtomicU64,
-    /// Entries pushed out by the LRU bound.
-    pub evictions: AtomicU64,
-}
-
-/// Ids of one entry's requests: `entry sequence << ID_SHIFT | local id`.
-const ID_SHIFT: u32 = 40;
-
-/// Independent LRU shards of a large [`QuotaCache`] (less contention between worker threads).
-const SHARDS: usize = 16;
-
-/// One shard: its entries and its counters, all under the shard's lock (a check takes one lock
-/// and touches no shared atomic).
-struct ShardState {
-    map: LruCache<HashedKey, QuotaPrefetch, PassThroughState>,
-    checks: u64,
-    granted: u64,
-    prefetches: u64,
-    failures: u64,
-    evictions: u64,
-}
-
-thread_local! {
-    static MAP_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A thread-safe, bounded (LRU) map from (quota name, key) to a [`QuotaPrefetch`], in shards.
-/// A check hashes its key once (the hash picks the shard and is reused by the shard's map),
-/// builds the key in a per-thread buffer (a warm check allocates nothing) and runs the entry's
-/// state machine under the shard lock.
-pub struct QuotaCache {
-    cfg: QuotaCacheConfig,
-    entries: Vec<Mutex<ShardState>>,
-    next_entry: AtomicU64,
-}
-
-impl std::fmt::Debug for QuotaCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuotaCache")
-            .field("cfg", &self.cfg)
-            .field("entries", &self.len())
-            .field("stats", &self.stats())
-            .finish()
-    }
-}
-
-impl QuotaCache {
-    /// An empty cache.
-    pub fn new(cfg: QuotaCacheConfig) -> Self {
-        // Small caches keep one exact LRU; large ones split it.
-        let shards = if cfg.max_entries >= 1024 { SHARDS } else { 1 };
-        let cap = NonZeroUsize::new(cfg.max_entries.div_ceil(shards)).unwrap_or(NonZeroUsize::MIN);
-        QuotaCache {
-            cfg,
-            entries: (0..shards)
-                .map(|_| {
-                    Mutex::new(ShardState {
-                        map: LruCache::with_hasher(cap, PassThroughState::default()),
-                        checks: 0,
-                        granted: 0,
-                        prefetches: 0,
-                        failures: 0,
-                        evictions: 0,
-                    })
-                })
-                .collect(),
-            next_entry: AtomicU64::new(1),
-        }
-    }
-
-    /// Asks for `amount` tokens of `quota` for `key` at `now`; see [`QuotaPrefetch::check`].
-    pub fn check(&self, quota: &str, key: &str, amount: i64, now: MonoTime) -> QuotaDecision {
-        Self::with_map_key(quota, key, |probe| {
-            let mut shard = self.shard(probe.hash).lock();
-            shard.checks += 1;
-            let d = match shard.map.get_mut(&probe as &dyn KeyView) {
-                Some(entry) => entry.check(amount, now),
-                None => {
-                    let seq = self.next_entry.fetch_add(1, Ordering::Relaxed);
-                    let mut entry =
-                        QuotaPrefetch::with_id_base(self.cfg.prefetch, now, seq << ID_SHIFT);
-                    let d = entry.check(amount, now);
-                    if shard
-                        .map
-                        .push(HashedKey::new(probe.hash, probe.bytes), entry)
-                        .is_some()
-                    {
-                        shard.evictions += 1;
-                    }
-                    d
-                }
-            };
-            shard.granted += u64::from(d.granted);
-            shard.prefetches += u64::from(d.prefetch.is_some());
-            d
-        })
-    }
-
-    /// Feeds the backend's answer to prefetch `id` of (`quota`, `key`); ignored if the entry was
-    /// evicted meanwhile or the id is unknown.
-    pub fn on_response(
-        &self,
-        quota: &str,
-        key: &str,
-        id: u64,
-        outcome: PrefetchOutcome,
-        now: MonoTime,
-    ) {
-        Self::with_map_key(quota, key, |probe| {
-            let mut shard = self.shard(probe.hash).lock();
-            if outcome == PrefetchOutcome::Failed {
-                shard.failures += 1;
-            }
-            if let Some(e) = shard.map.peek_mut(&probe as &dyn KeyView) {
-                e.on_response(id, outcome, now);
-            }
-        })
-    }
-
-    /// Number of (quota, key) entries.
-    pub fn len(&self) -> usize {
-        self.entries.iter().map(|s| s.lock().map.len()).sum()
-    }
-
-    /// Whether the cache holds no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The counters, summed over the shards.
-    pub fn stats(&self) -> QuotaCacheStats {
-        let s = QuotaCacheStats::default();
-        for shard in &self.entries {
-            let g = shard.lock();
-            s.checks.fetch_add(g.checks, Ordering::Relaxed);
-            s.granted.fetch_add(g.granted, Ordering::Relaxed);
-            s.prefetches.fetch_add(g.prefetches, Ordering::Relaxed);
-            s.failures.fetch_add(g.failures, Ordering::Relaxed);
-            s.evictions.fetch_add(g.evictions, Ordering::Relaxed);
-        }
-        s
-    }
-
-    /// Calls `f` with the unambiguous join of `quota` and `key` (the quota name's length first)
-    /// and its hash, built in a per-thread buffer.
-    fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(Probe<'_>) -> T) -> T {
-        let run = |b: &mut Vec<u8>| {
-            b.clear();
-            b.extend_from_slice(&(quota.len() as u64).to_le_bytes());
-            b.extend_from_slice(quota.as_bytes());
-            b.extend_from_slice(key.as_bytes());
-            f(Probe {
-                hash: hash_bytes(b),
-                bytes: b,
-            })
-        };
-        MAP_KEY.with(|buf| match buf.try_borrow_mut() {
-            Ok(mut b) => run(&mut b),
-            // Re-entered from inside `f` (never in practice): a buffer of its own.
-            Err(_) => run(&mut Vec::new()),
-        })
-    }
-
-    fn shard(&self, hash: u64) -> &Mutex<ShardState> {
-        &self.entries[shard_index(hash, self.entries.len())]
     }
 }

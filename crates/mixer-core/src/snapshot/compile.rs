@@ -236,6 +236,7 @@ pub fn compile(
             short_name: msg.name.as_str().into(),
             namespace: msg.namespace.as_str().into(),
             template: tmpl,
+            slots: CompiledInstance::slots_for(tmpl, &fields),
             fields,
         }));
         instance_ok.push(ok);

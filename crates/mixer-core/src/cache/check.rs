@@ -41,7 +41,8 @@ impl Default for CheckCacheConfig {
     }
 }
 
-/// Cache counters.
+/// Cache counters (a snapshot: hits are kept per shard, under the shard lock a hit holds
+/// anyway, so the hit path touches no shared counter).
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
@@ -65,20 +66,35 @@ impl CacheStats {
 #[derive(Debug)]
 pub struct PreparedKey {
     key: ShapeKey,
+    shape: Arc<KeyShape>,
     generation: u64,
 }
 
 struct Entry {
+    /// The shape the key was built with: a lookup whose shape list is older than a `clear`
+    /// (a key built by another shape under the same id) never matches.
+    shape: Arc<KeyShape>,
     decision: Arc<Decision>,
     expires: MonoTime,
     uses_left: i32,
 }
 
+/// One shard: its decisions and its hit count.
+struct Shard {
+    map: LruCache<HashedKey, Entry, PassThroughState>,
+    hits: u64,
+}
+
 /// The check cache. Share it between worker threads (`Arc`).
 pub struct CheckCache {
     config: CheckCacheConfig,
-    shapes: ArcSwap<Vec<Arc<KeyShape>>>,
-    shards: Vec<Mutex<LruCache<HashedKey, Entry, PassThroughState>>>,
+    shapes: ArcSwap<Shapes>,
+    /// Bumped after every change of `shapes`: lookups reuse their thread's copy of the list
+    /// while it holds (no reference-count traffic on the hit path).
+    shapes_version: AtomicU64,
+    /// Tells this cache's copies apart from other caches' in a thread's slot.
+    id: u64,
+    shards: Vec<Mutex<Shard>>,
     stats: CacheStats,
     generation: AtomicU64,
 }
@@ -92,9 +108,22 @@ impl std::fmt::Debug for CheckCache {
     }
 }
 
-thread_local! {
-    static KEY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+type Shapes = Vec<Arc<KeyShape>>;
+
+/// Per thread: the key buffer, and the shape list last read (cache id, version, list).
+struct LookupScratch {
+    key: Vec<u8>,
+    shapes: Option<(u64, u64, Arc<Shapes>)>,
 }
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<LookupScratch> = const {
+        std::cell::RefCell::new(LookupScratch { key: Vec::new(), shapes: None })
+    };
+}
+
+/// Source of [`CheckCache`] ids.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl CheckCache {
     /// A cache with `config`.
@@ -105,8 +134,15 @@ impl CheckCache {
         CheckCache {
             config,
             shapes: ArcSwap::from_pointee(Vec::new()),
+            shapes_version: AtomicU64::new(0),
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::with_hasher(cap, PassThroughState::default())))
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: LruCache::with_hasher(cap, PassThroughState::default()),
+                        hits: 0,
+                    })
+                })
                 .collect(),
             stats: CacheStats::default(),
             generation: AtomicU64::new(0),
@@ -114,13 +150,22 @@ impl CheckCache {
     }
 
     /// The counters.
-    pub fn stats(&self) -> &CacheStats {
-        &self.stats
+    pub fn stats(&self) -> CacheStats {
+        let load = |c: &AtomicU64| AtomicU64::new(c.load(Ordering::Relaxed));
+        let hits: u64 = self.shards.iter().map(|s| s.lock().hits).sum();
+        CacheStats {
+            hits: AtomicU64::new(hits),
+            misses: load(&self.stats.misses),
+            inserts: load(&self.stats.inserts),
+            evictions: load(&self.stats.evictions),
+            expirations: load(&self.stats.expirations),
+            shape_overflows: load(&self.stats.shape_overflows),
+        }
     }
 
     /// Number of cached decisions.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
     }
 
     /// True when nothing is cached.
@@ -133,9 +178,10 @@ impl CheckCache {
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         for s in &self.shards {
-            s.lock().clear();
+            s.lock().map.clear();
         }
         self.shapes.store(Arc::new(Vec::new()));
+        self.shapes_version.fetch_add(1, Ordering::Release);
     }
 
     /// A cached decision for the request in `bag`, consuming one use.
@@ -143,40 +189,50 @@ impl CheckCache {
         if self.config.max_entries == 0 {
             return None;
         }
-        let shapes = self.shapes.load();
-        let found = KEY_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
+        let version = self.shapes_version.load(Ordering::Acquire);
+        let found = SCRATCH.with(|scratch| {
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                return None;
+            };
+            let LookupScratch { key: buf, shapes } = &mut *scratch;
+            let shapes = match shapes {
+                Some((id, v, list)) if *id == self.id && *v == version => list,
+                _ => &mut shapes.insert((self.id, version, self.shapes.load_full())).2,
+            };
             for (id, shape) in shapes.iter().enumerate() {
-                if !shape.encode(id as u32, bag, &mut buf) {
+                if !shape.encode(id as u32, bag, buf) {
                     continue;
                 }
-                let hash = hash_bytes(&buf);
-                let probe = Probe { hash, bytes: &buf };
+                let hash = hash_bytes(buf);
+                let probe = Probe { hash, bytes: buf };
                 let key = &probe as &dyn KeyView;
-                let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
-                let Some(entry) = shard.get_mut(key) else {
+                let mut guard = self.shards[shard_index(hash, self.shards.len())].lock();
+                let shard = &mut *guard;
+                let Some(entry) = shard.map.get_mut(key) else {
                     continue;
                 };
+                if !Arc::ptr_eq(&entry.shape, shape) {
+                    continue;
+                }
                 if entry.expires <= now || entry.uses_left <= 0 {
-                    shard.pop(key);
+                    shard.map.pop(key);
                     CacheStats::inc(&self.stats.expirations);
                     continue;
                 }
                 entry.uses_left -= 1;
                 let decision = entry.decision.clone();
                 if entry.uses_left == 0 {
-                    shard.pop(key);
+                    shard.map.pop(key);
                     CacheStats::inc(&self.stats.expirations);
                 }
+                shard.hits += 1;
                 return Some(decision);
             }
             None
         });
-        CacheStats::inc(if found.is_some() {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        });
+        if found.is_none() {
+            CacheStats::inc(&self.stats.misses);
+        }
         found
     }
 
@@ -202,9 +258,14 @@ impl CheckCache {
             return None;
         };
         let shapes = self.shapes.load();
+        let shape = shapes.get(id)?.clone();
         let mut buf = Vec::new();
-        let key = shapes.get(id)?.key(id as u32, bag, &mut buf)?;
-        Some(PreparedKey { key, generation })
+        let key = shape.key(id as u32, bag, &mut buf)?;
+        Some(PreparedKey {
+            key,
+            shape,
+            generation,
+        })
     }
 
     /// Stores `decision` under a key from [`CheckCache::prepare`].
@@ -219,6 +280,7 @@ impl CheckCache {
         };
         let key = prepared.key;
         let entry = Entry {
+            shape: prepared.shape,
             expires: now.plus(ttl),
             uses_left: decision.valid_use_count,
             decision,
@@ -226,7 +288,7 @@ impl CheckCache {
         let hash = hash_bytes(&key.0);
         let key = HashedKey::new(hash, &key.0);
         let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
-        if let Some((old_key, _)) = shard.push(key.clone(), entry)
+        if let Some((old_key, _)) = shard.map.push(key.clone(), entry)
             && old_key != key
         {
             CacheStats::inc(&self.stats.evictions);
@@ -240,7 +302,9 @@ impl CheckCache {
         }
         let shape = Arc::new(shape);
         let mut result = None;
+        let mut grew = false;
         self.shapes.rcu(|current| {
+            grew = false;
             if let Some(i) = current.iter().position(|s| **s == *shape) {
                 result = Some(i);
                 return current.clone();
@@ -252,8 +316,12 @@ impl CheckCache {
             let mut next = Vec::clone(current);
             next.push(shape.clone());
             result = Some(next.len() - 1);
+            grew = true;
             Arc::new(next)
         });
+        if grew {
+            self.shapes_version.fetch_add(1, Ordering::Release);
+        }
         result
     }
 }

@@ -8,6 +8,12 @@
 //! each chunk arrives: the chunk that would pass it fails the stream with a 413-style
 //! [`MutationError::BodyTooLarge`]), and [`MutationStream::finish`] runs the handlers in rule
 //! order over the whole body.
+//!
+//! A handler's failure policy applies to its own failures: when a fail-open handler refuses
+//! a message (or its instance cannot be evaluated), its changes are left out, the message goes
+//! on with the other handlers' changes, and the failure is counted in the pipeline's
+//! `handler_failures` (or `instance_errors`); a fail-close handler's failure stops the message.
+//! The body limit is not subject to the policy: memory stays bounded either way.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use mixer_attr::{Bag, Value};
 
 use crate::adapter::{Handler, HeaderChange, MutationMessage};
 use crate::instance::{CompiledInstance, InstanceError, InstanceView};
+use crate::pipeline::PipelineStats;
 use crate::status::{Code, Status};
 
 /// Which message of an HTTP exchange is being rewritten (Envoy: `decodeData` sees the request,
@@ -115,6 +122,48 @@ struct Step {
     handler_name: Arc<str>,
     instance: Arc<CompiledInstance>,
     values: Vec<Value<'static>>,
+    fail_open: bool,
+}
+
+/// Runs one handler on `message`. A fail-open handler works on a copy that replaces the
+/// message only when it succeeds, so a refusal leaves no partial changes; its failure is
+/// counted and the message goes on.
+#[allow(clippy::too_many_arguments)]
+fn run_step(
+    handler: &dyn crate::adapter::MutationHandler,
+    view: &InstanceView<'_>,
+    direction: Direction,
+    body: &[u8],
+    message: &mut MutationMessage,
+    name: &Arc<str>,
+    fail_open: bool,
+    stats: &PipelineStats,
+) -> Result<(), MutationError> {
+    let result = if fail_open {
+        let mut trial = message.clone();
+        let r = handler.mutate(view, direction, body, &mut trial);
+        if r.is_ok() {
+            *message = trial;
+        }
+        r
+    } else {
+        handler.mutate(view, direction, body, message)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) if fail_open => {
+            PipelineStats::inc(&stats.handler_failures);
+            Ok(())
+        }
+        Err(status) => {
+            PipelineStats::inc(&stats.handler_failures);
+            Err(MutationError::Handler {
+                direction,
+                handler: name.clone(),
+                status,
+            })
+        }
+    }
 }
 
 enum State {
@@ -134,6 +183,7 @@ enum State {
 pub struct MutationStream {
     direction: Direction,
     state: State,
+    stats: Arc<PipelineStats>,
 }
 
 impl fmt::Debug for MutationStream {
@@ -213,6 +263,7 @@ impl MutationStream {
     /// body is added.
     pub fn finish(self) -> Result<MutationMessage, MutationError> {
         let direction = self.direction;
+        let stats = self.stats;
         let (steps, body) = match self.state {
             State::Forward(message) => return Ok(message),
             State::Failed(e) => return Err(e),
@@ -232,13 +283,16 @@ impl MutationStream {
                 Some(_) => current.as_deref().unwrap_or(&body),
                 None => &[],
             };
-            handler
-                .mutate(&view, direction, input, &mut message)
-                .map_err(|status| MutationError::Handler {
-                    direction,
-                    handler: step.handler_name.clone(),
-                    status,
-                })?;
+            run_step(
+                handler,
+                &view,
+                direction,
+                input,
+                &mut message,
+                &step.handler_name,
+                step.fail_open,
+                &stats,
+            )?;
         }
         if let Some(new_body) = &message.body {
             let named = |h: &HeaderChange| match h {
@@ -263,11 +317,35 @@ impl MutationStream {
     }
 }
 
-/// One matched (handler name, handler, instance), borrowed from the snapshot.
+/// Evaluates a step's instance into `values`: `Ok(false)` when it fails and the handler is
+/// fail-open (the step is left out), an error when it is fail-close.
+fn evaluate<'s>(
+    instance: &'s CompiledInstance,
+    bag: &'s dyn Bag,
+    direction: Direction,
+    fail_open: bool,
+    stats: &PipelineStats,
+    values: &mut Vec<Value<'s>>,
+) -> Result<bool, MutationError> {
+    match instance.evaluate(bag, &mut (), values) {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            PipelineStats::inc(&stats.instance_errors);
+            if fail_open {
+                Ok(false)
+            } else {
+                Err(MutationError::Instance { direction, error })
+            }
+        }
+    }
+}
+
+/// One matched (handler name, handler, instance, fail-open), borrowed from the snapshot.
 type PlannedStep<'s> = (
     &'s Arc<str>,
     &'s Arc<dyn Handler>,
     &'s Arc<CompiledInstance>,
+    bool,
 );
 
 /// Collects the matched handlers of a message, then starts its stream.
@@ -293,6 +371,7 @@ impl<'s> StreamPlan<'s> {
         handler_name: &'s Arc<str>,
         handler: &'s Arc<dyn Handler>,
         instance: &'s Arc<CompiledInstance>,
+        fail_open: bool,
     ) {
         let Some(m) = handler.as_mutation() else {
             return;
@@ -302,49 +381,60 @@ impl<'s> StreamPlan<'s> {
         {
             self.limit = Some((limit, handler_name));
         }
-        self.steps.push((handler_name, handler, instance));
+        self.steps
+            .push((handler_name, handler, instance, fail_open));
     }
 
     /// Evaluates the instances over `bag` and starts the stream: header-only mutations run now.
-    pub(crate) fn start(self, bag: &dyn Bag) -> Result<MutationStream, MutationError> {
+    pub(crate) fn start(
+        self,
+        bag: &dyn Bag,
+        stats: &Arc<PipelineStats>,
+    ) -> Result<MutationStream, MutationError> {
         let direction = self.direction;
-        let instance_error = |error| MutationError::Instance { direction, error };
-        let mut values = Vec::new();
         let Some((limit, limit_handler)) = self.limit else {
             let mut message = MutationMessage::default();
-            for (name, handler, instance) in self.steps {
+            let mut values = Vec::new();
+            for (name, handler, instance, fail_open) in self.steps {
                 let Some(m) = handler.as_mutation() else {
                     continue;
                 };
-                instance
-                    .evaluate(bag, &mut (), &mut values)
-                    .map_err(instance_error)?;
+                if !evaluate(instance, bag, direction, fail_open, stats, &mut values)? {
+                    continue;
+                }
                 let view = InstanceView {
                     instance,
                     values: &values,
                 };
-                m.mutate(&view, direction, &[], &mut message)
-                    .map_err(|status| MutationError::Handler {
-                        direction,
-                        handler: name.clone(),
-                        status,
-                    })?;
+                run_step(
+                    m,
+                    &view,
+                    direction,
+                    &[],
+                    &mut message,
+                    name,
+                    fail_open,
+                    stats,
+                )?;
             }
             return Ok(MutationStream {
                 direction,
                 state: State::Forward(message),
+                stats: stats.clone(),
             });
         };
         let mut steps = Vec::with_capacity(self.steps.len());
-        for (name, handler, instance) in self.steps {
-            instance
-                .evaluate(bag, &mut (), &mut values)
-                .map_err(instance_error)?;
+        for (name, handler, instance, fail_open) in self.steps {
+            let mut values = Vec::new();
+            if !evaluate(instance, bag, direction, fail_open, stats, &mut values)? {
+                continue;
+            }
             steps.push(Step {
                 handler: handler.clone(),
                 handler_name: name.clone(),
                 instance: instance.clone(),
-                values: values.drain(..).map(Value::into_owned).collect(),
+                values: values.into_iter().map(Value::into_owned).collect(),
+                fail_open,
             });
         }
         Ok(MutationStream {
@@ -355,6 +445,7 @@ impl<'s> StreamPlan<'s> {
                 limit_handler: limit_handler.clone(),
                 body: Vec::new(),
             },
+            stats: stats.clone(),
         })
     }
 }

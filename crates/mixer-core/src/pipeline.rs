@@ -58,7 +58,7 @@ pub struct PipelineStats {
 }
 
 impl PipelineStats {
-    fn inc(c: &AtomicU64) {
+    pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -1292,15 +1292,17 @@ impl Worker {
             }
             for action in &rule.mutation_actions {
                 let entry = &snapshot.handlers[action.handler];
+                let fail_open = entry.failure_policy == FailurePolicy::FailOpen;
                 for &i in &action.instances {
-                    plan.add(&entry.name, &entry.handler, &snapshot.instances[i]);
+                    plan.add(
+                        &entry.name,
+                        &entry.handler,
+                        &snapshot.instances[i],
+                        fail_open,
+                    );
                 }
             }
         }
-        let stream = plan.start(bag);
-        if let Err(crate::mutation::MutationError::Instance { .. }) = &stream {
-            PipelineStats::inc(&stats.instance_errors);
-        }
-        stream
+        plan.start(bag, &self.pipeline.shared.stats)
     }
 }

@@ -53,7 +53,7 @@ use mixer_core::adapter::{
     Adapter, AdapterError, ApaContext, ApaOutput, AttributeProducer, Handler, HandlerConfig,
     Produced,
 };
-use mixer_core::instance::InstanceView;
+use mixer_core::instance::{CompiledInstance, InstanceView};
 
 pub use output::ParamMap;
 use output::{Compiled, Output, Slot};
@@ -87,7 +87,29 @@ impl Adapter for ApiAttributesAdapter {
                 )));
             }
         }
-        Ok(Arc::new(ApiAttributes::from_params(config.params)?))
+        let mut handler = ApiAttributes::from_params(config.params)?;
+        handler.instances = config
+            .instances
+            .iter()
+            .map(|i| (i.clone(), Inputs::of(i)))
+            .collect();
+        Ok(Arc::new(handler))
+    }
+}
+
+/// Positions of the template's inputs in one instance.
+#[derive(Clone, Copy, Debug)]
+struct Inputs {
+    method: Option<usize>,
+    path: Option<usize>,
+}
+
+impl Inputs {
+    fn of(instance: &CompiledInstance) -> Inputs {
+        Inputs {
+            method: instance.position("method"),
+            path: instance.position("path"),
+        }
     }
 }
 
@@ -96,6 +118,11 @@ pub struct ApiAttributes {
     compiled: Arc<Compiled>,
     /// The outputs of every request that matches no template (built once).
     unmatched: Arc<dyn ApaOutput>,
+    /// Per operation, the outputs of a match with no variables to capture and no query string
+    /// (built once).
+    plain: Vec<Arc<dyn ApaOutput>>,
+    /// Input positions of the instances the handler was built for.
+    instances: Vec<(Arc<CompiledInstance>, Inputs)>,
 }
 
 impl fmt::Debug for ApiAttributes {
@@ -110,8 +137,17 @@ impl fmt::Debug for ApiAttributes {
 
 /// The path and the query string of a request path (`/a?b=1#f` gives `/a` and `b=1`).
 fn split_target(target: &str) -> (&str, &str) {
-    let target = target.split_once('#').map_or(target, |(t, _)| t);
-    target.split_once('?').unwrap_or((target, ""))
+    let bytes = target.as_bytes();
+    let Some(at) = bytes.iter().position(|&b| b == b'?' || b == b'#') else {
+        return (target, "");
+    };
+    let path = target.get(..at).unwrap_or_default();
+    if bytes[at] == b'#' {
+        return (path, "");
+    }
+    let rest = target.get(at + 1..).unwrap_or_default();
+    let query = rest.split_once('#').map_or(rest, |(q, _)| q);
+    (path, query)
 }
 
 impl ApiAttributes {
@@ -136,15 +172,17 @@ impl ApiAttributes {
             matcher,
             slots: Slot::of(template),
         });
-        let unmatched: Arc<dyn ApaOutput> = Arc::new(Output {
-            compiled: compiled.clone(),
-            operation: None,
-            path_params: ParamMap::default(),
-            query_params: ParamMap::default(),
-        });
+        let unmatched: Arc<dyn ApaOutput> = Arc::new(Output::new(compiled.clone(), None, "", ""));
+        let plain = (0..compiled.matcher.len() as u32)
+            .map(|op| {
+                Arc::new(Output::new(compiled.clone(), Some(op), "", "")) as Arc<dyn ApaOutput>
+            })
+            .collect();
         Ok(ApiAttributes {
             compiled,
             unmatched,
+            plain,
+            instances: Vec::new(),
         })
     }
 
@@ -168,12 +206,26 @@ impl ApiAttributes {
         let Some(op) = matcher.find(method, path) else {
             return self.unmatched.clone();
         };
-        Arc::new(Output {
-            compiled: self.compiled.clone(),
-            operation: Some(op),
-            path_params: ParamMap::path_params(matcher, op, path),
-            query_params: ParamMap::query(query),
-        })
+        let captures = matcher
+            .operation(op)
+            .is_some_and(|o| !o.captures.is_empty());
+        if !captures
+            && query.is_empty()
+            && let Some(plain) = self.plain.get(op as usize)
+        {
+            return plain.clone();
+        }
+        Arc::new(Output::new(self.compiled.clone(), Some(op), path, query))
+    }
+
+    #[inline]
+    fn inputs_for(&self, instance: &CompiledInstance) -> Inputs {
+        // A handler kept across config swaps may see instances compiled after it was built.
+        self.instances
+            .iter()
+            .find(|(i, _)| std::ptr::eq(&**i, instance))
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| Inputs::of(instance))
     }
 }
 
@@ -186,20 +238,34 @@ impl Handler for ApiAttributes {
     }
 }
 
-fn input<'a>(view: &InstanceView<'a>, field: &str) -> Option<&'a str> {
-    // Positions are looked up per call (a binary search over two fields): a handler kept across
-    // config swaps may see instances compiled after it was built.
-    let position = view.instance.position(field)?;
-    view.at(position).and_then(Value::as_str)
+fn input<'a>(view: &InstanceView<'a>, position: Option<usize>) -> Option<&'a str> {
+    view.at(position?).and_then(Value::as_str)
 }
 
 impl AttributeProducer for ApiAttributes {
     fn produce(&self, view: &InstanceView<'_>, _: &ApaContext<'_>) -> Result<Produced, Status> {
-        let Some(target) = input(view, "path") else {
+        let inputs = self.inputs_for(view.instance);
+        let Some(target) = input(view, inputs.path) else {
             return Ok(Produced::uncached(self.unmatched.clone()));
         };
         // Without a method only `*` operations match.
-        let method = input(view, "method").unwrap_or("");
+        let method = input(view, inputs.method).unwrap_or("");
         Ok(Produced::uncached(self.outputs(method, target)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn targets_split_into_path_and_query_without_the_fragment() {
+        assert_eq!(split_target("/a?b=1#f"), ("/a", "b=1"));
+        assert_eq!(split_target("/a#f?b=1"), ("/a", ""));
+        assert_eq!(split_target("/a?b=1?c#f#g"), ("/a", "b=1?c"));
+        assert_eq!(split_target("/a"), ("/a", ""));
+        assert_eq!(split_target("/a?"), ("/a", ""));
+        assert_eq!(split_target("/ä?ö=1"), ("/ä", "ö=1"));
+        assert_eq!(split_target(""), ("", ""));
     }
 }

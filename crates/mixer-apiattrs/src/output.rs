@@ -1,9 +1,9 @@
 //! What `produce()` hands back: the matched operation's identity, borrowed from the compiled
 //! handler (one `Arc` clone, no string copies), and the two parameter maps, each one string
-//! buffer plus a sorted index of `(key, value)` ranges into it.
+//! buffer plus a sorted index of `(key, value)` ranges into it, decoded when first read.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mixer_attr::{StringMapRef, StringMapView, Value};
 use mixer_core::adapter::ApaOutput;
@@ -159,13 +159,58 @@ impl StringMapView for ParamMap {
 }
 
 /// The outputs for one request. Without an operation (no template matched) only service,
-/// version and protocol are present.
+/// version and protocol are present. The parameter maps are decoded from `raw` the first time
+/// they are read (most configs bind neither).
 #[derive(Debug)]
 pub(crate) struct Output {
     pub compiled: Arc<Compiled>,
     pub operation: Option<u32>,
-    pub path_params: ParamMap,
-    pub query_params: ParamMap,
+    /// The request's path (when the operation captures variables) followed by its query
+    /// string (without `?`).
+    raw: Box<str>,
+    /// Where the query string starts in `raw`.
+    split: usize,
+    path_params: OnceLock<ParamMap>,
+    query_params: OnceLock<ParamMap>,
+}
+
+impl Output {
+    /// The outputs of `operation` (`None`: nothing matched) for a request with `path` and
+    /// `query`; the path is kept only when the operation captures variables.
+    pub(crate) fn new(
+        compiled: Arc<Compiled>,
+        operation: Option<u32>,
+        path: &str,
+        query: &str,
+    ) -> Output {
+        let captures = operation
+            .and_then(|op| compiled.matcher.operation(op))
+            .is_some_and(|o| !o.captures.is_empty());
+        let path = if captures { path } else { "" };
+        let mut raw = String::with_capacity(path.len() + query.len());
+        raw.push_str(path);
+        raw.push_str(query);
+        Output {
+            compiled,
+            operation,
+            raw: raw.into_boxed_str(),
+            split: path.len(),
+            path_params: OnceLock::new(),
+            query_params: OnceLock::new(),
+        }
+    }
+
+    fn path_params(&self, op: u32) -> &ParamMap {
+        self.path_params.get_or_init(|| {
+            let path = self.raw.get(..self.split).unwrap_or_default();
+            ParamMap::path_params(&self.compiled.matcher, op, path)
+        })
+    }
+
+    fn query_params(&self) -> &ParamMap {
+        self.query_params
+            .get_or_init(|| ParamMap::query(self.raw.get(self.split..).unwrap_or_default()))
+    }
 }
 
 impl ApaOutput for Output {
@@ -180,12 +225,14 @@ impl ApaOutput for Output {
                 Some(Value::str(&op.name))
             }
             Slot::PathParams => {
-                self.operation?;
-                Some(Value::StringMap(StringMapRef::Borrowed(&self.path_params)))
+                let map = self.path_params(self.operation?);
+                Some(Value::StringMap(StringMapRef::Borrowed(map)))
             }
             Slot::QueryParams => {
                 self.operation?;
-                Some(Value::StringMap(StringMapRef::Borrowed(&self.query_params)))
+                Some(Value::StringMap(StringMapRef::Borrowed(
+                    self.query_params(),
+                )))
             }
             Slot::Unknown => None,
         }

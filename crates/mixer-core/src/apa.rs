@@ -1,125 +1,48 @@
 //! Running the attribute-producing (APA) chain on a request.
 //!
 //! Each stage evaluates its instance over the ingested attributes plus what earlier stages
-//! bound, asks its handler for outputs (or reuses cached ones), and evaluates its bindings into
-//! a layer of its own. The transform then reads the layers over the ingested bag: nothing is
-//! copied, and bound values may borrow from the adapter's outputs.
+//! bound, asks its handler for outputs (or reuses cached ones, see [`cache`]), and keeps them
+//! for the request. The transform then reads the request through a view over the ingested bag:
+//! a bound attribute is evaluated from its stage's outputs each time it is read (bindings are
+//! `$out.x | default`, cheaper than keeping a slot per binding), nothing is copied, and bound
+//! values may borrow from the adapters' outputs.
+//!
+//! Every stage whose rule matches runs before the transform, in chain order, whether or not
+//! its bindings are read: a fail-close handler's failure must deny the check before it runs,
+//! the check cache is keyed on the produced attributes the transform reads, and the pipeline
+//! counts handler failures from the run's report.
+//!
+//! The per-request state lives on the stack for chains of up to [`INLINE_STAGES`] stages and
+//! instances of up to [`INLINE_FIELDS`] fields (no allocation by the chain itself).
+
+pub mod cache;
 
 use std::cell::OnceCell;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use lru::LruCache;
-use mixer_attr::{AttrId, Bag, LayeredBag, Value};
-use parking_lot::Mutex;
+use mixer_attr::{AttrId, Bag, Value};
 
+pub use self::cache::{ApaCache, KeyForm};
 use crate::adapter::{ApaContext, ApaOutput};
-use crate::cache::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
-use crate::cache::key::encode_value;
-use crate::instance::InstanceView;
-use crate::pal::MonoTime;
-use crate::snapshot::{ApaStage, FailurePolicy, Snapshot};
-use crate::status::Status;
+use crate::instance::{CompiledInstance, InstanceError, InstanceView};
+use crate::snapshot::{ApaBinding, ApaStage, FailurePolicy, Snapshot};
+use crate::status::{Code, Status};
 
-const CACHE_SHARDS: usize = 8;
-const CACHE_ENTRIES_PER_SHARD: usize = 512;
+/// Chains up to this many stages keep their per-request state on the stack.
+pub const INLINE_STAGES: usize = 4;
+/// Instances of up to this many fields are evaluated into a stack buffer.
+pub const INLINE_FIELDS: usize = 8;
 
-/// One shard of an [`ApaCache`]: encoded instance values -> (outputs, expiry).
-type CacheShard = Mutex<LruCache<HashedKey, (Arc<dyn ApaOutput>, MonoTime), PassThroughState>>;
-
-/// Outputs of one stage reused per instance values, for adapters that return a
-/// `cache_for` duration. Keys are the full encoded values (never only a hash).
-pub struct ApaCache {
-    /// Set once the adapter has returned a cacheable answer; until then lookups are skipped.
-    used: AtomicBool,
-    shards: Vec<CacheShard>,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-}
-
-impl std::fmt::Debug for ApaCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApaCache")
-            .field("hits", &self.hits)
-            .field("misses", &self.misses)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for ApaCache {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ApaCache {
-    pub fn new() -> Self {
-        let cap = NonZeroUsize::new(CACHE_ENTRIES_PER_SHARD).unwrap_or(NonZeroUsize::MIN);
-        ApaCache {
-            used: AtomicBool::new(false),
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(LruCache::with_hasher(cap, PassThroughState::default())))
-                .collect(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
-    }
-
-    fn get(&self, key: &[u8], now: MonoTime) -> Option<Arc<dyn ApaOutput>> {
-        let hash = hash_bytes(key);
-        let probe = Probe { hash, bytes: key };
-        let key = &probe as &dyn KeyView;
-        let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
-        match shard.get(key) {
-            Some((out, expires)) if *expires > now => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(out.clone())
-            }
-            Some(_) => {
-                shard.pop(key);
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
-    }
-
-    fn put(&self, key: &[u8], out: Arc<dyn ApaOutput>, expires: MonoTime) {
-        self.used.store(true, Ordering::Relaxed);
-        let hash = hash_bytes(key);
-        let i = shard_index(hash, self.shards.len());
-        self.shards[i]
-            .lock()
-            .put(HashedKey::new(hash, key), (out, expires));
-    }
-}
-
-thread_local! {
-    static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// What one stage left for the request: its outputs (`None` while not run, `Some(None)` when
-/// skipped or failed) and the bags its bindings evaluate over, all living as long as the run.
+/// What one stage left for the request: its outputs and the view its bindings evaluate over,
+/// set once the stage has produced (left empty when it was skipped or failed).
 struct StageCell<'r> {
-    output: OnceCell<Option<Arc<dyn ApaOutput>>>,
-    /// The request as this stage sees it (earlier stages' bindings over the input).
-    view: OnceCell<ChainView<'r>>,
-    out: OnceCell<OutBag<'r>>,
-    /// `$out.*` over `view`: what this stage's bindings read.
-    over: OnceCell<LayeredBag<'r, 'r>>,
+    bag: OnceCell<StageBag<'r>>,
 }
 
 impl StageCell<'_> {
-    fn new() -> Self {
+    const fn new() -> Self {
         StageCell {
-            output: OnceCell::new(),
-            view: OnceCell::new(),
-            out: OnceCell::new(),
-            over: OnceCell::new(),
+            bag: OnceCell::new(),
         }
     }
 }
@@ -129,13 +52,11 @@ struct Run<'r> {
     snapshot: &'r Snapshot,
     input: &'r dyn Bag,
     cells: &'r [StageCell<'r>],
-    /// Bound values by flat binding number, evaluated when first read.
-    memo: &'r [OnceCell<Option<Value<'r>>>],
 }
 
 /// The request's attributes as stage `upto` sees them: bindings of stages before it over the
-/// input. A binding is evaluated the first time the transform (or a later stage) reads its
-/// attribute, so a check that reads 2 of 21 bound attributes evaluates 2 bindings.
+/// input. A binding is evaluated when its attribute is read, so a check that reads 2 of 21
+/// bound attributes evaluates 2 bindings.
 #[derive(Clone, Copy)]
 struct ChainView<'r> {
     run: &'r Run<'r>,
@@ -143,25 +64,40 @@ struct ChainView<'r> {
 }
 
 impl<'r> ChainView<'r> {
-    /// The bound value of `id` visible here, if a stage before `upto` binds it and ran.
+    /// The stage view and binding producing `id` here, when a stage before `upto` binds it and
+    /// produced outputs.
     #[inline]
-    fn bound(&self, id: AttrId) -> Option<&'r Value<'r>> {
+    fn binding(&self, id: AttrId) -> Option<(&'r StageBag<'r>, &'r ApaBinding)> {
         let run = self.run;
         let chain = &run.snapshot.apa;
         let flat = chain.binding_of(id)?;
-        let (stage, index) = chain.bindings[flat];
+        let &(stage, index) = chain.bindings.get(flat)?;
         let stage = stage as usize;
         if stage >= self.upto {
             return None;
         }
-        let cell = &run.cells[stage];
-        let over = cell.over.get()?;
-        run.memo[flat]
-            .get_or_init(|| {
-                let binding = &chain.stages[stage].bindings[index as usize];
-                binding.expr.eval(over, &mut ()).ok()
-            })
-            .as_ref()
+        let bag = run.cells.get(stage)?.bag.get()?;
+        let binding = chain.stages.get(stage)?.bindings.get(index as usize)?;
+        Some((bag, binding))
+    }
+
+    /// The bound value of `id` visible here; `None` when no produced stage binds it or its
+    /// binding failed to evaluate (the ingested value, if any, shows through).
+    #[inline]
+    fn bound(&self, id: AttrId) -> Option<Value<'r>> {
+        let (bag, binding) = self.binding(id)?;
+        if let Some(read) = &binding.direct {
+            match bag.output.get(read.position) {
+                Some(v) if v.value_type() == read.ty => return Some(v),
+                None => {
+                    if let Some(d) = &read.default {
+                        return Some(d.reborrow());
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        binding.expr.eval(bag, &mut ()).ok()
     }
 }
 
@@ -169,14 +105,15 @@ impl Bag for ChainView<'_> {
     #[inline]
     fn get(&self, id: AttrId) -> Option<Value<'_>> {
         match self.bound(id) {
-            Some(v) => Some(v.reborrow()),
+            Some(v) => Some(v),
             None => self.run.input.get(id),
         }
     }
     #[inline]
     fn get_stored(&self, id: AttrId) -> Option<Option<&Value<'_>>> {
-        match self.bound(id) {
-            Some(v) => Some(Some(v)),
+        // Bound values are not stored: the reader calls `get`.
+        match self.binding(id) {
+            Some(_) => None,
             None => self.run.input.get_stored(id),
         }
     }
@@ -187,7 +124,7 @@ impl Bag for ChainView<'_> {
             let target = chain.stages[stage as usize].bindings[index as usize].target;
             if let Some(v) = self.bound(target) {
                 seen.push(target);
-                f(target, v.reborrow());
+                f(target, v);
             }
         }
         self.run.input.for_each(&mut |id, v| {
@@ -198,19 +135,33 @@ impl Bag for ChainView<'_> {
     }
 }
 
-/// One stage's outputs as `$out.*` attributes.
-struct OutBag<'r> {
-    output: &'r dyn ApaOutput,
+/// What one stage's bindings read: its outputs as `$out.*` (ids from `base` on) over the
+/// request as the stage saw it.
+struct StageBag<'r> {
+    output: Arc<dyn ApaOutput>,
     base: u32,
+    view: ChainView<'r>,
 }
 
-impl Bag for OutBag<'_> {
+impl Bag for StageBag<'_> {
     #[inline]
     fn get(&self, id: AttrId) -> Option<Value<'_>> {
-        let pos = id.0.checked_sub(self.base)?;
-        self.output.get(pos as usize)
+        match id.0.checked_sub(self.base) {
+            Some(pos) => self.output.get(pos as usize),
+            None => self.view.get(id),
+        }
     }
-    fn for_each(&self, _f: &mut dyn FnMut(AttrId, Value<'_>)) {}
+    #[inline]
+    fn get_stored(&self, id: AttrId) -> Option<Option<&Value<'_>>> {
+        if id.0 >= self.base {
+            None
+        } else {
+            self.view.get_stored(id)
+        }
+    }
+    fn for_each(&self, f: &mut dyn FnMut(AttrId, Value<'_>)) {
+        self.view.for_each(f)
+    }
 }
 
 /// What running the chain did besides binding attributes.
@@ -224,6 +175,15 @@ pub(crate) struct ApaRunReport {
     pub eval_errors: u64,
 }
 
+impl ApaRunReport {
+    fn fail(&mut self, fail_close: bool, status: Status) {
+        self.failures += 1;
+        if fail_close && self.denial.is_none() {
+            self.denial = Some(status);
+        }
+    }
+}
+
 /// Runs the chain of `snapshot` over `input` and calls `then` with the enriched bag.
 pub(crate) fn with_enriched<R>(
     snapshot: &Snapshot,
@@ -231,38 +191,53 @@ pub(crate) fn with_enriched<R>(
     ctx: &ApaContext<'_>,
     then: impl FnOnce(&dyn Bag, ApaRunReport) -> R,
 ) -> R {
+    let n = snapshot.apa.stages.len();
+    if n <= INLINE_STAGES {
+        let cells = [const { StageCell::new() }; INLINE_STAGES];
+        let run = Run {
+            snapshot,
+            input,
+            cells: &cells[..n],
+        };
+        run_chain(&run, ctx, then)
+    } else {
+        let cells: Vec<StageCell<'_>> = (0..n).map(|_| StageCell::new()).collect();
+        let run = Run {
+            snapshot,
+            input,
+            cells: &cells,
+        };
+        run_chain(&run, ctx, then)
+    }
+}
+
+fn run_chain<'r, R>(
+    run: &'r Run<'r>,
+    ctx: &ApaContext<'_>,
+    then: impl FnOnce(&dyn Bag, ApaRunReport) -> R,
+) -> R {
+    let snapshot = run.snapshot;
     let chain = &snapshot.apa;
-    let n = chain.stages.len();
-    let cells: Vec<StageCell<'_>> = (0..n).map(|_| StageCell::new()).collect();
-    let memo: Vec<OnceCell<Option<Value<'_>>>> =
-        (0..chain.bindings.len()).map(|_| OnceCell::new()).collect();
-    let run = Run {
-        snapshot,
-        input,
-        cells: &cells,
-        memo: &memo,
-    };
     let mut report = ApaRunReport::default();
-    let mut values = Vec::new();
-    for (i, stage) in chain.stages.iter().enumerate() {
-        let cell = &cells[i];
-        let view = cell.view.get_or_init(|| ChainView { run: &run, upto: i });
-        if !applies(stage, view, &mut report) {
-            let _ = cell.output.set(None);
+    for ((i, stage), cell) in chain.stages.iter().enumerate().zip(run.cells) {
+        let view = ChainView { run, upto: i };
+        // Stages reading nothing bound before them read the ingested attributes directly.
+        let bag: &dyn Bag = if stage.reads_bound { &view } else { run.input };
+        if !applies(stage, bag, &mut report) {
             continue;
         }
-        let output = produce(snapshot, stage, view, ctx, &mut values, &mut report);
-        values.clear();
-        let Some(output) = cell.output.get_or_init(|| output) else {
-            continue;
-        };
-        let out = cell.out.get_or_init(|| OutBag {
-            output: &**output,
-            base: chain.out_base,
-        });
-        let _ = cell.over.get_or_init(|| LayeredBag::new(out, view));
+        if let Some(output) = produce(snapshot, stage, bag, ctx, &mut report) {
+            let _ = cell.bag.set(StageBag {
+                output,
+                base: chain.out_base,
+                view,
+            });
+        }
     }
-    let enriched = ChainView { run: &run, upto: n };
+    let enriched = ChainView {
+        run,
+        upto: run.cells.len(),
+    };
     then(&enriched, report)
 }
 
@@ -281,62 +256,81 @@ fn applies(stage: &ApaStage, bag: &dyn Bag, report: &mut ApaRunReport) -> bool {
 
 /// The stage's outputs: from its cache or its handler. `None` when the handler failed (its
 /// failure is recorded in `report`).
-fn produce<'b>(
-    snapshot: &'b Snapshot,
+fn produce(
+    snapshot: &Snapshot,
     stage: &ApaStage,
-    bag: &'b dyn Bag,
+    bag: &dyn Bag,
     ctx: &ApaContext<'_>,
-    values: &mut Vec<Value<'b>>,
     report: &mut ApaRunReport,
 ) -> Option<Arc<dyn ApaOutput>> {
     let instance = &snapshot.instances[stage.instance];
+    let n = instance.fields.len();
+    // A buffer just large enough: unused slots cost their drop too.
+    macro_rules! inline {
+        ($size:expr) => {{
+            let mut values = [const { Value::Bool(false) }; $size];
+            let values = &mut values[..n];
+            produce_with(snapshot, stage, instance, bag, ctx, report, values)
+        }};
+    }
+    match n {
+        0..=2 => inline!(2),
+        3..=4 => inline!(4),
+        5..=INLINE_FIELDS => inline!(INLINE_FIELDS),
+        _ => {
+            let mut values = vec![Value::Bool(false); n];
+            produce_with(snapshot, stage, instance, bag, ctx, report, &mut values)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site: `produce` with its values buffer
+fn produce_with<'b>(
+    snapshot: &Snapshot,
+    stage: &ApaStage,
+    instance: &'b CompiledInstance,
+    bag: &'b dyn Bag,
+    ctx: &ApaContext<'_>,
+    report: &mut ApaRunReport,
+    values: &mut [Value<'b>],
+) -> Option<Arc<dyn ApaOutput>> {
     let entry = &snapshot.handlers[stage.handler];
     let producer = entry.handler.as_attribute_producer()?;
     let fail_close = entry.failure_policy == FailurePolicy::FailClose;
-    let fail = |report: &mut ApaRunReport, status: Status| {
-        report.failures += 1;
-        if fail_close && report.denial.is_none() {
-            report.denial = Some(status);
+    for (slot, field) in values.iter_mut().zip(&instance.fields) {
+        match field.expr.eval(bag, &mut ()) {
+            Ok(v) => *slot = v,
+            Err(error) => {
+                report.eval_errors += 1;
+                let e = InstanceError {
+                    instance: instance.name.to_string(),
+                    field: field.path.to_string(),
+                    error,
+                };
+                report.fail(fail_close, Status::new(Code::INTERNAL, e.to_string()));
+                return None;
+            }
         }
-    };
-    if let Err(e) = instance.evaluate(bag, &mut (), values) {
-        report.eval_errors += 1;
-        fail(
-            report,
-            Status::new(crate::status::Code::INTERNAL, e.to_string()),
-        );
-        return None;
     }
+    let values = &*values;
     let cache = &stage.cache;
     let now = ctx.monotonic;
-    let cached = cache.used.load(Ordering::Relaxed);
-    if cached {
-        let hit = KEY.with(|k| {
-            let mut key = k.borrow_mut();
-            key.clear();
-            for v in values.iter() {
-                encode_value(&mut key, v);
-            }
-            cache.get(&key, now)
-        });
-        if let Some(out) = hit {
-            return Some(out);
-        }
+    // Keys are built only once the adapter has returned a cacheable answer.
+    let mut key = cache.used().then(|| cache.key(values));
+    if let Some(out) = key.as_ref().and_then(|k| cache.get(k, now)) {
+        return Some(out);
     }
     let view = InstanceView { instance, values };
     match producer.produce(&view, ctx) {
         Ok(p) => {
             if let Some(d) = p.cache_for.filter(|d| !d.is_zero()) {
-                let mut key = Vec::new();
-                for v in values.iter() {
-                    encode_value(&mut key, v);
-                }
-                cache.put(&key, p.output.clone(), now.plus(d));
+                let key = key.get_or_insert_with(|| cache.key(values));
+                cache.put(key, p.output.clone(), now.plus(d));
             }
             Some(p.output)
         }
         Err(status) => {
-            fail(report, status);
+            report.fail(fail_close, status);
             None
         }
     }

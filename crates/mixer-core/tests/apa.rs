@@ -31,6 +31,8 @@ struct Lookup {
 struct LookupHandler {
     calls: Arc<AtomicU64>,
     cache_ms: u64,
+    /// `params.wrong_type`: `source_pod_name` comes out as an INT64.
+    wrong_type: bool,
     uid: usize,
     name_out: usize,
     labels_out: usize,
@@ -56,6 +58,7 @@ impl Adapter for Lookup {
         Ok(Arc::new(LookupHandler {
             calls: self.calls.clone(),
             cache_ms: c.params["cache_ms"].as_u64().unwrap_or(0),
+            wrong_type: c.params["wrong_type"].as_bool().unwrap_or(false),
             uid: c.instances[0].position("source_uid").unwrap(),
             name_out: out("source_pod_name"),
             labels_out: out("source_labels"),
@@ -79,7 +82,11 @@ impl AttributeProducer for LookupHandler {
         }
         let mut out = ApaValues::with_len(60);
         if !uid.is_empty() {
-            out.set(self.name_out, Value::String(format!("pod-of-{uid}").into()));
+            let name = match self.wrong_type {
+                true => Value::Int64(7),
+                false => Value::String(format!("pod-of-{uid}").into()),
+            };
+            out.set(self.name_out, name);
             let mut labels = StringMap::new();
             labels.insert("app".into(), uid.to_string());
             out.set(self.labels_out, Value::string_map(labels));
@@ -435,5 +442,85 @@ fn report_and_mutate_see_produced_attributes() {
     let bag = Attributes::new().with(wk::SOURCE_UID, Value::str("reviews"));
     w.report(&bag);
     w.mutate(&bag, b"").unwrap();
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+}
+
+/// A check on `source.name` (denied when it is `deny`) after a lookup stage binding
+/// `source.name` with `binding`.
+fn name_gate(binding: &str, deny: &str, lookup_params: serde_json::Value) -> Config {
+    let mut cfg = config(0, false);
+    cfg.handlers[0] = handler("lookup", "lookup", lookup_params);
+    cfg.instances[0].attribute_bindings = bindings(&[("source.name", binding)]);
+    cfg.handlers[1] = handler("gate", "gate", json!({ "deny": deny }));
+    cfg.instances[1] = instance(
+        "app",
+        "listentry",
+        json!({ "value": "source.name | \"none\"" }),
+    );
+    cfg
+}
+
+fn check_bag(vt: &VirtualPlatform, p: &Pipeline, bag: &Attributes<'_>) -> Code {
+    let w = p.worker(Arc::new(vt.clone()));
+    match w.check(bag, |_| {}) {
+        CheckStart::Done(a) => a.decision.status.code,
+        CheckStart::Pending(_) => panic!("in-process handlers answer inline"),
+    }
+}
+
+#[test]
+fn bindings_read_outputs_with_the_interpreters_semantics() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let ingested = |uid: &'static str| {
+        Attributes::new()
+            .with(wk::SOURCE_UID, Value::str(uid))
+            .with(wk::SOURCE_NAME, Value::str("ingested"))
+    };
+    // `$out.x | default`: the output when present, the default when absent.
+    let cfg = name_gate("$out.source_pod_name | \"unknown\"", "pod-of-x", json!({}));
+    let (vt, p) = setup(&cfg, &calls);
+    assert_eq!(check_bag(&vt, &p, &ingested("x")), Code::PERMISSION_DENIED);
+    let cfg = name_gate("$out.source_pod_name | \"unknown\"", "unknown", json!({}));
+    let (vt, p) = setup(&cfg, &calls);
+    assert_eq!(check_bag(&vt, &p, &ingested("")), Code::PERMISSION_DENIED);
+    // No default and no output: the binding fails and the ingested value shows through.
+    let cfg = name_gate("$out.source_pod_name", "ingested", json!({}));
+    let (vt, p) = setup(&cfg, &calls);
+    assert_eq!(check_bag(&vt, &p, &ingested("")), Code::PERMISSION_DENIED);
+    assert_eq!(check_bag(&vt, &p, &ingested("x")), Code::OK, "pod-of-x");
+    // An output of the wrong type is an evaluation error, not a value (nor the default).
+    let cfg = name_gate(
+        "$out.source_pod_name | \"unknown\"",
+        "ingested",
+        json!({ "wrong_type": true }),
+    );
+    let (vt, p) = setup(&cfg, &calls);
+    assert_eq!(check_bag(&vt, &p, &ingested("x")), Code::PERMISSION_DENIED);
+    // A binding that is more than one output and a default goes through the interpreter.
+    let cfg = name_gate(
+        "\"n-\" + ($out.source_pod_name | \"\")",
+        "n-pod-of-x",
+        json!({}),
+    );
+    let (vt, p) = setup(&cfg, &calls);
+    assert_eq!(check_bag(&vt, &p, &ingested("x")), Code::PERMISSION_DENIED);
+}
+
+#[test]
+fn stages_run_even_when_no_binding_is_read() {
+    // The check reads nothing the stage binds; its stage still runs before the check, so a
+    // fail-close failure denies it (stages are deliberately not lazy, see `mixer_core::apa`).
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut cfg = config(0, false);
+    cfg.instances[1] = instance(
+        "app",
+        "listentry",
+        json!({ "value": "request.path | \"none\"" }),
+    );
+    let (vt, p) = setup(&cfg, &calls);
+    assert_eq!(check(&vt, &p, "reviews").0, Code::OK);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    let (code, msg, _) = check(&vt, &p, "bad");
+    assert_eq!(code, Code::UNAVAILABLE, "{msg}");
     assert_eq!(calls.load(Ordering::Relaxed), 2);
 }

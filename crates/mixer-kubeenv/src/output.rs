@@ -115,10 +115,11 @@ impl ApaOutput for KubeOutput {
             Field::PodUid => s(&pod.uid),
             Field::PodIp => pod.ip.map(Value::IpAddress),
             Field::PodName => s(&pod.name),
+            // Borrowed from the shared entry: no reference count traffic per read.
             Field::Labels => pod
                 .labels
-                .as_ref()
-                .map(|m| Value::StringMap(StringMapRef::Shared(m.clone()))),
+                .as_deref()
+                .map(|m| Value::StringMap(StringMapRef::Borrowed(m))),
             Field::Namespace => s(&pod.namespace),
             Field::ServiceAccount => s(&pod.service_account),
             Field::HostIp => pod.host_ip.map(Value::IpAddress),

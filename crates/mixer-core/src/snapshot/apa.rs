@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use mixer_attr::{AttrId, ValueType, Vocabulary};
-use mixer_expr::Expression;
+use mixer_attr::{AttrId, Attributes, Value, ValueType, Vocabulary};
+use mixer_expr::{Expression, ast};
 
 use super::{ConfigError, HandlerEntry};
-use crate::apa::ApaCache;
+use crate::apa::{ApaCache, KeyForm};
 use crate::instance::CompiledInstance;
 
 /// One attribute bound from an APA's outputs.
@@ -23,6 +23,64 @@ pub struct ApaBinding {
     pub target: AttrId,
     /// Over the request's attributes and `$out.*` (ids from [`ApaChain::out_base`]).
     pub expr: Expression,
+    /// Set when `expr` is `$out.x` or `$out.x | <constant>` (Istio's bindings): read straight
+    /// from the outputs, the interpreter only for what it alone decides (a wrong type, an
+    /// absent output without a default).
+    pub(crate) direct: Option<OutRead>,
+}
+
+/// A binding that reads one output, with a constant default.
+#[derive(Clone, Debug)]
+pub(crate) struct OutRead {
+    /// Output position.
+    pub position: usize,
+    /// The output's declared type (what the interpreter would check).
+    pub ty: ValueType,
+    /// The value when the output is absent (`None`: no default, the binding fails).
+    pub default: Option<Value<'static>>,
+}
+
+impl OutRead {
+    /// The plan for `expr` (compiled from `source`), if it reads one output with a constant
+    /// default. `outputs` are the declared `$out.*` types by position from `out_base`.
+    fn of(source: &str, expr: &Expression, out_base: u32, outputs: &[ValueType]) -> Option<Self> {
+        let out = |e: &ast::Expr| match e {
+            ast::Expr::Ident { name, .. } => name.strip_prefix("$out.").map(|_| ()),
+            _ => None,
+        };
+        let ast = mixer_expr::parse(source).ok()?;
+        let has_default = match &ast {
+            ast::Expr::Binary {
+                op: ast::BinaryOp::Or,
+                lhs,
+                ..
+            } => {
+                out(lhs)?;
+                true
+            }
+            e => {
+                out(e)?;
+                false
+            }
+        };
+        // It reads exactly one attribute: that output (so the default reads none).
+        let [id] = expr.attributes() else {
+            return None;
+        };
+        let position = id.0.checked_sub(out_base)? as usize;
+        let ty = *outputs.get(position)?;
+        let default = if has_default {
+            // Over no attributes at all, the expression is its default.
+            Some(expr.eval(&Attributes::new(), &mut ()).ok()?.into_owned())
+        } else {
+            None
+        };
+        Some(OutRead {
+            position,
+            ty,
+            default,
+        })
+    }
 }
 
 /// One stage of the chain: a handler, the instance it receives, and the bindings of its
@@ -38,6 +96,9 @@ pub struct ApaStage {
     /// The stage runs when any of these holds; `None` runs it for every request.
     pub predicates: Option<Vec<Expression>>,
     pub bindings: Vec<ApaBinding>,
+    /// Whether its instance or predicates read an attribute an earlier stage binds (if not,
+    /// they are evaluated over the ingested attributes directly).
+    pub(crate) reads_bound: bool,
     /// Outputs reused per instance values, for adapters that allow it.
     pub cache: ApaCache,
 }
@@ -149,11 +210,13 @@ pub(crate) fn compile_chain(
         }
         // `$out.<field>` for the template's outputs, after the snapshot's own attributes.
         let mut out_vocab = vocabulary.clone();
+        let mut out_types = Vec::with_capacity(instance.template.outputs.len());
         for (pos, field) in instance.template.outputs.iter().enumerate() {
             let ty = match field.ty {
                 crate::template::FieldType::Value(t) | crate::template::FieldType::MapOf(t) => t,
                 _ => ValueType::String,
             };
+            out_types.push(ty);
             match out_vocab.declare(&format!("$out.{}", field.path), ty) {
                 Ok(id) if id.0 == out_base + pos as u32 => {}
                 _ => {
@@ -173,6 +236,9 @@ pub(crate) fn compile_chain(
             .map(|m| (*m).clone())
             .unwrap_or_default();
         sources.extend(r.extra_bindings);
+        let reads = |e: &Expression| e.attributes().iter().any(|a| owner.contains_key(a));
+        let reads_bound = instance.fields.iter().any(|f| reads(&f.expr))
+            || r.predicates.iter().flatten().any(reads);
         let mut bindings = Vec::new();
         for (attr, source) in &sources {
             let field = format!("attributeBindings.{attr}");
@@ -219,15 +285,26 @@ pub(crate) fn compile_chain(
                 continue;
             }
             owner.insert(target, name.clone());
-            bindings.push(ApaBinding { target, expr });
+            let direct = OutRead::of(source, &expr, out_base, &out_types);
+            bindings.push(ApaBinding {
+                target,
+                expr,
+                direct,
+            });
         }
+        // A single STRING field (a token) is its own cache key; anything else is encoded.
+        let form = match &instance.fields[..] {
+            [only] if only.expr.result_type() == ValueType::String => KeyForm::Raw,
+            _ => KeyForm::Encoded,
+        };
         stages.push(ApaStage {
             name,
             handler,
             instance: r.instance,
             predicates: r.predicates,
             bindings,
-            cache: ApaCache::new(),
+            reads_bound,
+            cache: ApaCache::new(form),
         });
     }
     let mut bound = vec![NOT_BOUND; vocabulary.len()];

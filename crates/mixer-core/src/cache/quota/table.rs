@@ -63,6 +63,8 @@ struct ShardState {
 
 /// Keys up to this many bytes are built on the stack.
 const STACK_KEY: usize = 192;
+/// Keys up to this many bytes use a smaller stack buffer.
+const SMALL_KEY: usize = 64;
 
 thread_local! {
     static MAP_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -197,9 +199,18 @@ impl QuotaCache {
             q.copy_from_slice(quota.as_bytes());
             k.copy_from_slice(key.as_bytes());
         };
-        if len <= STACK_KEY {
-            let mut buf = [0u8; STACK_KEY];
-            let b = &mut buf[..len];
+        // Two stack sizes: most keys fit the small one, which costs less to clear.
+        let mut small = [0u8; SMALL_KEY];
+        let mut large: [u8; STACK_KEY];
+        let on_stack: Option<&mut [u8]> = if len <= SMALL_KEY {
+            small.get_mut(..len)
+        } else if len <= STACK_KEY {
+            large = [0u8; STACK_KEY];
+            large.get_mut(..len)
+        } else {
+            None
+        };
+        if let Some(b) = on_stack {
             fill(b);
             return f(Probe {
                 hash: hash_bytes(b),

@@ -117,11 +117,89 @@ impl Hasher for PassThrough {
 /// Builds [`PassThrough`] hashers.
 pub(crate) type PassThroughState = std::hash::BuildHasherDefault<PassThrough>;
 
+/// A stored key whose bytes start with their own hash (8 bytes, little-endian; see
+/// [`prefixed_key`]): a map of these is probed with a plain byte slice in the same form, with no
+/// dynamic dispatch, and compares the hash before the rest of the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrefixedKey(Box<[u8]>);
+
+impl PrefixedKey {
+    pub(crate) fn new(prefixed: &[u8]) -> Self {
+        PrefixedKey(prefixed.into())
+    }
+}
+
+impl Borrow<[u8]> for PrefixedKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Hash for PrefixedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Exactly as the borrowed form hashes.
+        self.0[..].hash(state)
+    }
+}
+
+/// Writes the hash of `buf[8..]` into `buf[..8]` and returns it (`buf` is at least 8 bytes).
+pub(crate) fn prefixed_key(buf: &mut [u8]) -> u64 {
+    let Some((head, key)) = buf.split_first_chunk_mut::<8>() else {
+        return 0;
+    };
+    let hash = hash_bytes(key);
+    *head = hash.to_le_bytes();
+    hash
+}
+
+/// Hashes a [`PrefixedKey`] (or its byte slice) by reading the hash it starts with.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct PrefixHash(u64);
+
+impl Hasher for PrefixHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.first_chunk::<8>() {
+            Some(head) => self.0 = u64::from_le_bytes(*head),
+            // Not a prefixed key: mix it in deterministically.
+            None => {
+                for b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+                }
+            }
+        }
+    }
+    fn write_usize(&mut self, _len: usize) {
+        // The slice's length prefix: the hash in the bytes already covers the key.
+    }
+}
+
+/// Builds [`PrefixHash`] hashers.
+pub(crate) type PrefixHashState = std::hash::BuildHasherDefault<PrefixHash>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use lru::LruCache;
     use std::num::NonZeroUsize;
+
+    #[test]
+    fn prefixed_keys_are_found_by_their_bytes_and_compared_whole() {
+        let cap = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN);
+        let mut m: LruCache<PrefixedKey, u32, PrefixHashState> =
+            LruCache::with_hasher(cap, PrefixHashState::default());
+        let mut abc = *b"........abc";
+        let h = prefixed_key(&mut abc);
+        assert_eq!(h, hash_bytes(b"abc"));
+        m.put(PrefixedKey::new(&abc), 1);
+        assert_eq!(m.get(&abc[..]), Some(&1));
+        // Same hash, different bytes: a collision never matches.
+        let mut forged = *b"........abd";
+        forged[..8].copy_from_slice(&h.to_le_bytes());
+        assert_eq!(m.get(&forged[..]), None);
+    }
 
     #[test]
     fn probes_find_stored_keys_and_compare_full_bytes() {

@@ -8,7 +8,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::{PrefetchOutcome, QuotaDecision, QuotaPrefetch, QuotaPrefetchOptions};
-use crate::cache::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
+use crate::cache::hashed::{PrefixHashState, PrefixedKey, prefixed_key, shard_index};
 use crate::pal::MonoTime;
 
 /// Settings of a [`QuotaCache`].
@@ -53,7 +53,7 @@ const SHARDS: usize = 16;
 /// One shard: its entries and its counters, all under the shard's lock (a check takes one lock
 /// and touches no shared atomic).
 struct ShardState {
-    map: LruCache<HashedKey, QuotaPrefetch, PassThroughState>,
+    map: LruCache<PrefixedKey, QuotaPrefetch, PrefixHashState>,
     checks: u64,
     granted: u64,
     prefetches: u64,
@@ -65,6 +65,12 @@ struct ShardState {
 const STACK_KEY: usize = 192;
 /// Keys up to this many bytes use a smaller stack buffer.
 const SMALL_KEY: usize = 64;
+
+/// A map key in its stored form (hash first) and its hash.
+struct MapKey<'b> {
+    hash: u64,
+    key: &'b [u8],
+}
 
 thread_local! {
     static MAP_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -101,7 +107,7 @@ impl QuotaCache {
             entries: (0..shards)
                 .map(|_| {
                     Mutex::new(ShardState {
-                        map: LruCache::with_hasher(cap, PassThroughState::default()),
+                        map: LruCache::with_hasher(cap, PrefixHashState::default()),
                         checks: 0,
                         granted: 0,
                         prefetches: 0,
@@ -119,18 +125,14 @@ impl QuotaCache {
         Self::with_map_key(quota, key, |probe| {
             let mut shard = self.shard(probe.hash).lock();
             shard.checks += 1;
-            let d = match shard.map.get_mut(&probe as &dyn KeyView) {
+            let d = match shard.map.get_mut(probe.key) {
                 Some(entry) => entry.check(amount, now),
                 None => {
                     let seq = self.next_entry.fetch_add(1, Ordering::Relaxed);
                     let mut entry =
                         QuotaPrefetch::with_id_base(self.cfg.prefetch, now, seq << ID_SHIFT);
                     let d = entry.check(amount, now);
-                    if shard
-                        .map
-                        .push(HashedKey::new(probe.hash, probe.bytes), entry)
-                        .is_some()
-                    {
+                    if shard.map.push(PrefixedKey::new(probe.key), entry).is_some() {
                         shard.evictions += 1;
                     }
                     d
@@ -157,7 +159,7 @@ impl QuotaCache {
             if outcome == PrefetchOutcome::Failed {
                 shard.failures += 1;
             }
-            if let Some(e) = shard.map.peek_mut(&probe as &dyn KeyView) {
+            if let Some(e) = shard.map.peek_mut(probe.key) {
                 e.on_response(id, outcome, now);
             }
         })
@@ -187,17 +189,19 @@ impl QuotaCache {
         s
     }
 
-    /// Calls `f` with the unambiguous join of `quota` and `key` (the quota name's length first)
-    /// and its hash, built on the stack (or, for long keys, in a per-thread buffer).
+    /// Calls `f` with the map key of (`quota`, `key`): their hash, then the quota name's
+    /// length, the name and the key (an unambiguous join), built on the stack (or, for long keys,
+    /// in a per-thread buffer).
     #[inline]
-    fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(Probe<'_>) -> T) -> T {
-        let len = 8 + quota.len() + key.len();
+    fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(MapKey<'_>) -> T) -> T {
+        let len = 16 + quota.len() + key.len();
         let fill = |b: &mut [u8]| {
-            let (head, rest) = b.split_at_mut(8);
-            head.copy_from_slice(&(quota.len() as u64).to_le_bytes());
+            let (head, rest) = b.split_at_mut(16);
+            head[8..].copy_from_slice(&(quota.len() as u64).to_le_bytes());
             let (q, k) = rest.split_at_mut(quota.len());
             q.copy_from_slice(quota.as_bytes());
             k.copy_from_slice(key.as_bytes());
+            prefixed_key(b)
         };
         // Two stack sizes: most keys fit the small one, which costs less to clear.
         let mut small = [0u8; SMALL_KEY];
@@ -211,20 +215,14 @@ impl QuotaCache {
             None
         };
         if let Some(b) = on_stack {
-            fill(b);
-            return f(Probe {
-                hash: hash_bytes(b),
-                bytes: b,
-            });
+            let hash = fill(b);
+            return f(MapKey { hash, key: b });
         }
         let run = |b: &mut Vec<u8>| {
             b.clear();
             b.resize(len, 0);
-            fill(b);
-            f(Probe {
-                hash: hash_bytes(b),
-                bytes: b,
-            })
+            let hash = fill(b);
+            f(MapKey { hash, key: b })
         };
         MAP_KEY.with(|buf| match buf.try_borrow_mut() {
             Ok(mut b) => run(&mut b),

@@ -920,12 +920,16 @@ namespace mixer {
   struct SwapResult;
   struct ReportResult;
   struct MutateResult;
+  enum class Direction : ::std::uint8_t;
+  struct MutationState;
+  struct MutationPush;
   struct HttpHeader;
   struct HttpRequest;
   enum class CalloutFailure : ::std::uint8_t;
   struct Pipeline;
   struct Worker;
   struct Task;
+  struct MutationStream;
   struct HttpDone;
   using HostDispatcher = ::mixer::HostDispatcher;
   using CheckCallback = ::mixer::CheckCallback;
@@ -1098,6 +1102,9 @@ struct ReportResult final {
 #define CXXBRIDGE1_STRUCT_mixer$MutateResult
 struct MutateResult final {
   ::mixer::Status status;
+  // When `status` is not OK: the HTTP status to answer with (413 past a body limit, 400
+  // for a request a handler refused, 502 for such a response, 500 otherwise).
+  ::std::uint16_t http_status CXX_DEFAULT_VALUE(0);
   ::rust::Vec<::mixer::HeaderOp> header_ops;
   bool body_replaced CXX_DEFAULT_VALUE(false);
   ::rust::Vec<::std::uint8_t> body;
@@ -1105,6 +1112,48 @@ struct MutateResult final {
   using IsRelocatable = ::std::true_type;
 };
 #endif // CXXBRIDGE1_STRUCT_mixer$MutateResult
+
+#ifndef CXXBRIDGE1_ENUM_mixer$Direction
+#define CXXBRIDGE1_ENUM_mixer$Direction
+// Which message a mutation stream rewrites (Envoy: `decodeData` sees the request,
+// `encodeData` the response).
+enum class Direction : ::std::uint8_t {
+  Request = 0,
+  Response = 1,
+};
+#endif // CXXBRIDGE1_ENUM_mixer$Direction
+
+#ifndef CXXBRIDGE1_STRUCT_mixer$MutationState
+#define CXXBRIDGE1_STRUCT_mixer$MutationState
+// Where a mutation stream stands (mixer::mutation_state).
+struct MutationState final {
+  // Not OK: the stream failed (answer `http_status`).
+  ::mixer::Status status;
+  ::std::uint16_t http_status CXX_DEFAULT_VALUE(0);
+  // True: hold the message's headers and push the body (the stream keeps it, up to
+  // `body_limit` bytes); false: apply `header_ops` now and let the body through.
+  bool buffers_body CXX_DEFAULT_VALUE(false);
+  ::std::uint64_t body_limit CXX_DEFAULT_VALUE(0);
+  // The header changes, final when the stream does not buffer the body.
+  ::rust::Vec<::mixer::HeaderOp> header_ops;
+
+  using IsRelocatable = ::std::true_type;
+};
+#endif // CXXBRIDGE1_STRUCT_mixer$MutationState
+
+#ifndef CXXBRIDGE1_STRUCT_mixer$MutationPush
+#define CXXBRIDGE1_STRUCT_mixer$MutationPush
+// What pushing one body chunk did (mixer::mutation_push).
+struct MutationPush final {
+  // Not OK: the stream failed for good (answer `http_status`: 413 past the limit).
+  ::mixer::Status status;
+  ::std::uint16_t http_status CXX_DEFAULT_VALUE(0);
+  // True: the stream kept the chunk (drop it from the proxy's buffer); false: forward it.
+  bool held CXX_DEFAULT_VALUE(false);
+
+  using IsRelocatable = ::std::true_type;
+};
+#endif // CXXBRIDGE1_STRUCT_mixer$MutationPush
 
 #ifndef CXXBRIDGE1_STRUCT_mixer$HttpHeader
 #define CXXBRIDGE1_STRUCT_mixer$HttpHeader
@@ -1187,6 +1236,21 @@ private:
 };
 #endif // CXXBRIDGE1_STRUCT_mixer$Task
 
+#ifndef CXXBRIDGE1_STRUCT_mixer$MutationStream
+#define CXXBRIDGE1_STRUCT_mixer$MutationStream
+// One message being mutated while its body arrives in chunks.
+struct MutationStream final : public ::rust::Opaque {
+  ~MutationStream() = delete;
+
+private:
+  friend ::rust::layout;
+  struct layout {
+    static ::std::size_t size() noexcept;
+    static ::std::size_t align() noexcept;
+  };
+};
+#endif // CXXBRIDGE1_STRUCT_mixer$MutationStream
+
 #ifndef CXXBRIDGE1_STRUCT_mixer$HttpDone
 #define CXXBRIDGE1_STRUCT_mixer$HttpDone
 // The completion of an HTTP callout.
@@ -1227,8 +1291,23 @@ void cancel_check(::mixer::Worker const &worker, ::std::uint64_t id) noexcept;
 // Sends the finished request to the report handlers.
 ::mixer::ReportResult report(::mixer::Worker const &worker, ::mixer::RequestInfo const &request, ::mixer::ResponseInfo const &response) noexcept;
 
-// Runs the mutation handlers over one message (headers in `request`, `body`).
+// Runs the mutation handlers over one whole request (headers in `request`, `body`).
 ::mixer::MutateResult mutate(::mixer::Worker const &worker, ::mixer::RequestInfo const &request, ::rust::Slice<::std::uint8_t const> body) noexcept;
+
+// Starts mutating the `direction` message when its headers are known: matches the
+// rules and evaluates their instances now. `response` is read for a response only.
+// Then `mutation_state`, `mutation_push` per body chunk, and `mutation_finish`.
+::rust::Box<::mixer::MutationStream> mutation_stream(::mixer::Worker const &worker, ::mixer::RequestInfo const &request, ::mixer::ResponseInfo const &response, ::mixer::Direction direction) noexcept;
+
+// Whether the stream failed, holds the body, and its header changes so far.
+::mixer::MutationState mutation_state(::mixer::MutationStream const &stream) noexcept;
+
+// Takes the next body chunk. Past the body limit the stream fails (HTTP 413) without
+// keeping the chunk.
+::mixer::MutationPush mutation_push(::mixer::MutationStream &stream, ::rust::Slice<::std::uint8_t const> chunk) noexcept;
+
+// Ends the message: header changes and the new body (`body_replaced`).
+::mixer::MutateResult mutation_finish(::rust::Box<::mixer::MutationStream> stream) noexcept;
 
 // Number of pending checks this worker holds (for tests and stats).
 ::std::uint64_t pending_checks(::mixer::Worker const &worker) noexcept;

@@ -258,9 +258,11 @@ impl MutationStream {
     }
 
     /// Ends the message: runs the handlers over the whole body (when the stream buffers) and
-    /// returns the header changes and the new body (`None`: forward the body as it came). When
-    /// the body is replaced and no handler set `content-length`, a `content-length` for the new
-    /// body is added.
+    /// returns the header changes and the body. A stream that held the body always returns it
+    /// (rewritten or, when no handler replaced it, as it came: the host dropped the chunks);
+    /// one that did not returns `None` (the body went through as it came). When the body is
+    /// replaced and no handler set `content-length`, a `content-length` for the new body is
+    /// added.
     pub fn finish(self) -> Result<MutationMessage, MutationError> {
         let direction = self.direction;
         let stats = self.stats;
@@ -293,6 +295,11 @@ impl MutationStream {
                 step.fail_open,
                 &stats,
             )?;
+        }
+        if message.body.is_none() {
+            // The host dropped the chunks the stream held: hand the body back as it came.
+            message.body = Some(body.into());
+            return Ok(message);
         }
         if let Some(new_body) = &message.body {
             let named = |h: &HeaderChange| match h {

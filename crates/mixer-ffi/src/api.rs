@@ -24,14 +24,14 @@ const INTERNAL: i32 = 13;
 const INVALID_ARGUMENT: i32 = 3;
 const FAILED_PRECONDITION: i32 = 9;
 
-fn status(code: i32, message: impl Into<String>) -> ffi::Status {
+pub(crate) fn status(code: i32, message: impl Into<String>) -> ffi::Status {
     ffi::Status {
         code,
         message: message.into(),
     }
 }
 
-fn ok() -> ffi::Status {
+pub(crate) fn ok() -> ffi::Status {
     ffi::Status::default()
 }
 
@@ -58,9 +58,16 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> T, on_panic: impl FnOnce(ffi::Status)
     }
 }
 
-/// Every adapter this library links: the built-in ones and [`crate::httpauthz`].
+/// Every adapter this library links: the built-in ones, knative, the attribute producers
+/// (kubernetesenv, jwt, apiattributes), the `rewrite` mutation adapter and
+/// [`crate::httpauthz`].
 pub fn registry() -> AdapterRegistry {
     let mut r = mixer_adapters::registry();
+    mixer_knative::register(&mut r);
+    r.register(Arc::new(mixer_kubeenv::KubernetesEnv));
+    r.register(Arc::new(mixer_jwt::JwtAdapter));
+    r.register(Arc::new(mixer_apiattrs::ApiAttributesAdapter));
+    r.register(Arc::new(mixer_mutation::Rewrite));
     r.register(Arc::new(crate::httpauthz::HttpAuthzAdapter));
     r
 }
@@ -176,7 +183,38 @@ pub fn create_pipeline(
     )
 }
 
-fn invalid_pipeline() -> ffi::Status {
+/// Adds the response's attributes (code, headers, sizes, duration, time) to a request's bag.
+pub(crate) fn add_response_attributes<'a>(
+    bag: &mut RequestAttributes<'a>,
+    response: &ffi::ResponseInfo<'_>,
+    response_headers: &'a HeaderMap<'a>,
+    pipeline: &mixer_core::Pipeline,
+) {
+    bag.reserve(6);
+    bag.set(wk::RESPONSE_CODE, Value::Int64(response.code));
+    bag.set(
+        wk::RESPONSE_HEADERS,
+        Value::StringMap(StringMapRef::Borrowed(response_headers)),
+    );
+    bag.set(
+        wk::REQUEST_TOTAL_SIZE,
+        Value::Int64(response.request_total_size),
+    );
+    bag.set(
+        wk::RESPONSE_TOTAL_SIZE,
+        Value::Int64(response.response_total_size),
+    );
+    bag.set(
+        wk::RESPONSE_DURATION,
+        Value::Duration(mixer_attr::Duration::from_nanos(response.duration_ns)),
+    );
+    bag.set(
+        wk::RESPONSE_TIME,
+        Value::Timestamp(pipeline.platform().clock.wall()),
+    );
+}
+
+pub(crate) fn invalid_pipeline() -> ffi::Status {
     status(FAILED_PRECONDITION, "the pipeline was not created")
 }
 
@@ -389,7 +427,7 @@ pub fn request_attributes<'a>(
     bag
 }
 
-fn header_ops(ops: &[HeaderChange]) -> Vec<ffi::HeaderOp> {
+pub(crate) fn header_ops(ops: &[HeaderChange]) -> Vec<ffi::HeaderOp> {
     if ops.is_empty() {
         return Vec::new();
     }
@@ -551,28 +589,7 @@ pub fn report(
             let headers = HeaderMap(request.headers);
             let response_headers = HeaderMap(response.headers);
             let mut bag = request_attributes(request, &headers, w.pipeline());
-            bag.reserve(6);
-            bag.set(wk::RESPONSE_CODE, Value::Int64(response.code));
-            bag.set(
-                wk::RESPONSE_HEADERS,
-                Value::StringMap(StringMapRef::Borrowed(&response_headers)),
-            );
-            bag.set(
-                wk::REQUEST_TOTAL_SIZE,
-                Value::Int64(response.request_total_size),
-            );
-            bag.set(
-                wk::RESPONSE_TOTAL_SIZE,
-                Value::Int64(response.response_total_size),
-            );
-            bag.set(
-                wk::RESPONSE_DURATION,
-                Value::Duration(mixer_attr::Duration::from_nanos(response.duration_ns)),
-            );
-            bag.set(
-                wk::RESPONSE_TIME,
-                Value::Timestamp(w.pipeline().platform().clock.wall()),
-            );
+            add_response_attributes(&mut bag, response, &response_headers, w.pipeline());
             let summary = w.report(&bag);
             ffi::ReportResult {
                 status: ok(),
@@ -583,34 +600,6 @@ pub fn report(
             status,
             instances_sent: 0,
         },
-    )
-}
-
-pub fn mutate(worker: &Worker, request: &ffi::RequestInfo<'_>, body: &[u8]) -> ffi::MutateResult {
-    let failed = |status| ffi::MutateResult {
-        status,
-        header_ops: Vec::new(),
-        body_replaced: false,
-        body: Vec::new(),
-    };
-    guard(
-        || {
-            let Some(w) = &worker.inner else {
-                return failed(invalid_pipeline());
-            };
-            let headers = HeaderMap(request.headers);
-            let bag = request_attributes(request, &headers, w.pipeline());
-            match w.mutate(&bag, body) {
-                Ok(m) => ffi::MutateResult {
-                    status: ok(),
-                    header_ops: header_ops(&m.header_changes),
-                    body_replaced: m.body.is_some(),
-                    body: m.body.map(|b| b.to_vec()).unwrap_or_default(),
-                },
-                Err(s) => failed(status(s.code.0, s.message)),
-            }
-        },
-        failed,
     )
 }
 

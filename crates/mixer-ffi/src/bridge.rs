@@ -126,9 +126,44 @@ pub mod ffi {
     #[derive(Debug)]
     struct MutateResult {
         status: Status,
+        /// When `status` is not OK: the HTTP status to answer with (413 past a body limit, 400
+        /// for a request a handler refused, 502 for such a response, 500 otherwise).
+        http_status: u16,
         header_ops: Vec<HeaderOp>,
         body_replaced: bool,
         body: Vec<u8>,
+    }
+
+    /// Which message a mutation stream rewrites (Envoy: `decodeData` sees the request,
+    /// `encodeData` the response).
+    #[derive(Debug)]
+    enum Direction {
+        Request,
+        Response,
+    }
+
+    /// Where a mutation stream stands (mixer::mutation_state).
+    #[derive(Debug, Clone)]
+    struct MutationState {
+        /// Not OK: the stream failed (answer `http_status`).
+        status: Status,
+        http_status: u16,
+        /// True: hold the message's headers and push the body (the stream keeps it, up to
+        /// `body_limit` bytes); false: apply `header_ops` now and let the body through.
+        buffers_body: bool,
+        body_limit: u64,
+        /// The header changes, final when the stream does not buffer the body.
+        header_ops: Vec<HeaderOp>,
+    }
+
+    /// What pushing one body chunk did (mixer::mutation_push).
+    #[derive(Debug, Clone)]
+    struct MutationPush {
+        /// Not OK: the stream failed for good (answer `http_status`: 413 past the limit).
+        status: Status,
+        http_status: u16,
+        /// True: the stream kept the chunk (drop it from the proxy's buffer); false: forward it.
+        held: bool,
     }
 
     #[derive(Debug)]
@@ -164,6 +199,8 @@ pub mod ffi {
         type Worker;
         /// A unit of work the host runs on a worker thread with `run_task`.
         type Task;
+        /// One message being mutated while its body arrives in chunks.
+        type MutationStream;
         /// The completion of an HTTP callout.
         type HttpDone;
 
@@ -191,8 +228,24 @@ pub mod ffi {
         fn cancel_check(worker: &Worker, id: u64);
         /// Sends the finished request to the report handlers.
         fn report(worker: &Worker, request: &RequestInfo, response: &ResponseInfo) -> ReportResult;
-        /// Runs the mutation handlers over one message (headers in `request`, `body`).
+        /// Runs the mutation handlers over one whole request (headers in `request`, `body`).
         fn mutate(worker: &Worker, request: &RequestInfo, body: &[u8]) -> MutateResult;
+        /// Starts mutating the `direction` message when its headers are known: matches the
+        /// rules and evaluates their instances now. `response` is read for a response only.
+        /// Then `mutation_state`, `mutation_push` per body chunk, and `mutation_finish`.
+        fn mutation_stream(
+            worker: &Worker,
+            request: &RequestInfo,
+            response: &ResponseInfo,
+            direction: Direction,
+        ) -> Box<MutationStream>;
+        /// Whether the stream failed, holds the body, and its header changes so far.
+        fn mutation_state(stream: &MutationStream) -> MutationState;
+        /// Takes the next body chunk. Past the body limit the stream fails (HTTP 413) without
+        /// keeping the chunk.
+        fn mutation_push(stream: &mut MutationStream, chunk: &[u8]) -> MutationPush;
+        /// Ends the message: header changes and the new body (`body_replaced`).
+        fn mutation_finish(stream: Box<MutationStream>) -> MutateResult;
         /// Number of pending checks this worker holds (for tests and stats).
         fn pending_checks(worker: &Worker) -> u64;
 
@@ -234,6 +287,8 @@ pub use ffi::*;
 pub use crate::api::{Pipeline, Worker};
 use crate::api::{
     cancel_check, check, create_pipeline, create_worker, debug_panic_for_tests, flush,
-    http_complete, http_fail, mutate, pending_checks, report, run_task, swap_config,
+    http_complete, http_fail, pending_checks, report, run_task, swap_config,
 };
 pub use crate::host::{HttpDone, Task};
+pub use crate::mutation::MutationStream;
+use crate::mutation::{mutate, mutation_finish, mutation_push, mutation_state, mutation_stream};

@@ -6,7 +6,8 @@
 //! - `create_pipeline(yaml, main_dispatcher)` / `swap_config` / `flush` / `create_worker`;
 //! - `check(worker, request, callback)`: answered now (`Done`) or later through the callback
 //!   on the worker thread (`Pending`, cancel with `cancel_check`);
-//! - `report`, `mutate`;
+//! - `report`; `mutate` (one whole request body) and `mutation_stream` / `mutation_state` /
+//!   `mutation_push` / `mutation_finish` (a request or response body in chunks);
 //! - `run_task`, `http_complete`, `http_fail`: how the host hands back work and callouts.
 //!
 //! The PAL is the host's `mixer::HostDispatcher` (C++ abstract class) behind
@@ -18,6 +19,7 @@ pub mod api;
 pub mod bridge;
 pub mod host;
 pub mod httpauthz;
+pub mod mutation;
 
 pub use api::{
     HeaderMap, Pipeline, Worker, check_result, connection, registry, request_attributes,

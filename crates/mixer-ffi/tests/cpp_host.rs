@@ -17,6 +17,7 @@ const SCENARIOS: &[&str] = &[
     "async_backend",
     "destroyed_before_completion",
     "mutation_surface",
+    "mutation_stream",
     "report",
     "panic_becomes_status",
     "threads",

@@ -456,6 +456,33 @@ spec:
   match: context.protocol == "http"
   actions:
   - {handler: accesslog, instances: [accesslog]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: rewrite, namespace: istio-system}
+spec:
+  compiledAdapter: rewrite
+  params:
+    max_body_bytes: 64
+    request:
+      headers: [{set: x-rewritten, value: "yes"}]
+      json: [{set: /user, var: user}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: edit, namespace: istio-system}
+spec:
+  compiledTemplate: mutation
+  params:
+    variables: {user: 'request.headers["x-user"] | "anon"'}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: rewrite, namespace: istio-system}
+spec:
+  match: request.path == "/json"
+  actions:
+  - {handler: rewrite, instances: [edit]}
 )";
 
 // After the swap: /async is denied in process instead of asking the backend.
@@ -549,6 +576,47 @@ void scenarios(EventLoop &loop, const mixer::Pipeline &pipeline, const mixer::Wo
     EXPECT(f.decodeData("chunk"));
     f.onDestroy();
     ok("mutation_surface");
+  }
+  {
+    // A request body streamed in chunks: the rewrite handler (path /json) holds it and edits
+    // the JSON when it ends.
+    std::vector<mixer::HeaderView> hv = {mixer::header(":path", "/json"),
+                                         mixer::header(":method", "POST"),
+                                         mixer::header("x-user", "alice")};
+    mixer::RequestInfo info;
+    info.headers = rust::Slice<const mixer::HeaderView>(hv.data(), hv.size());
+    mixer::ResponseInfo none{};
+    rust::Box<mixer::MutationStream> s =
+        mixer::mutation_stream(w, info, none, mixer::Direction::Request);
+    mixer::MutationState st = mixer::mutation_state(*s);
+    EXPECT(mixer::ok(st.status) && st.buffers_body && st.body_limit == 64);
+    mixer::MutationPush p1 = mixer::mutation_push(*s, mixer::bytes("{\"a\":"));
+    EXPECT(mixer::ok(p1.status) && p1.held);
+    mixer::MutationPush p2 = mixer::mutation_push(*s, mixer::bytes("1}"));
+    EXPECT(mixer::ok(p2.status) && p2.held);
+    mixer::MutateResult m = mixer::mutation_finish(std::move(s));
+    EXPECT(mixer::ok(m.status) && m.body_replaced);
+    std::string body(m.body.begin(), m.body.end());
+    EXPECT(body == "{\"a\":1,\"user\":\"alice\"}");
+    bool rewritten = false;
+    for (const auto &op : m.header_ops) rewritten |= mixer::to_string(op.name) == "x-rewritten";
+    EXPECT(rewritten);
+    // Past the 64-byte limit: 413 on the chunk that crosses it, and the stream stays failed.
+    rust::Box<mixer::MutationStream> big =
+        mixer::mutation_stream(w, info, none, mixer::Direction::Request);
+    EXPECT(mixer::ok(mixer::mutation_push(*big, mixer::bytes(std::string(40, 'x'))).status));
+    mixer::MutationPush over = mixer::mutation_push(*big, mixer::bytes(std::string(40, 'x')));
+    EXPECT(!mixer::ok(over.status) && over.http_status == 413 && !over.held);
+    mixer::MutateResult refused = mixer::mutation_finish(std::move(big));
+    EXPECT(!mixer::ok(refused.status) && refused.http_status == 413);
+    // The response has no mutation rule: nothing held, chunks forwarded.
+    rust::Box<mixer::MutationStream> resp =
+        mixer::mutation_stream(w, info, none, mixer::Direction::Response);
+    st = mixer::mutation_state(*resp);
+    EXPECT(mixer::ok(st.status) && !st.buffers_body && st.header_ops.empty());
+    EXPECT(!mixer::mutation_push(*resp, mixer::bytes("anything")).held);
+    EXPECT(mixer::ok(mixer::mutation_finish(std::move(resp)).status));
+    ok("mutation_stream");
   }
   {
     DecoderCallbacks cb;

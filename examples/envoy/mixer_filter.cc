@@ -120,6 +120,13 @@ uint64_t EnvoyHostDispatcher::monotonic_ns() const {
       .count();
 }
 
+// The time of the current event-loop iteration: no clock read on the request path.
+uint64_t EnvoyHostDispatcher::approximate_monotonic_ns() const {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             state_->dispatcher.approximateMonotonicTime().time_since_epoch())
+      .count();
+}
+
 int64_t EnvoyHostDispatcher::wall_ns() const {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              state_->dispatcher.timeSource().systemTime().time_since_epoch())

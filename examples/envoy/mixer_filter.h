@@ -33,6 +33,7 @@ public:
       : state_(std::make_shared<State>(dispatcher, cm)) {}
 
   uint64_t monotonic_ns() const override;
+  uint64_t approximate_monotonic_ns() const override;
   int64_t wall_ns() const override;
   uint64_t schedule(uint64_t delay_ns, rust::Box<mixer::Task> task) const override;
   void cancel_timer(uint64_t id) const override;

@@ -30,6 +30,10 @@ public:
 
   // Monotonic clock, nanoseconds from an arbitrary origin.
   virtual uint64_t monotonic_ns() const = 0;
+  // The same clock as of the current event-loop iteration, for the request path's caches
+  // (Envoy: Event::Dispatcher::approximateMonotonicTime(), no clock read). Same origin as
+  // monotonic_ns(); the default reads monotonic_ns().
+  virtual uint64_t approximate_monotonic_ns() const { return monotonic_ns(); }
   // Wall clock, nanoseconds since the Unix epoch.
   virtual int64_t wall_ns() const = 0;
 

@@ -270,6 +270,7 @@ pub mod ffi {
 
         type HostDispatcher;
         fn monotonic_ns(self: &HostDispatcher) -> u64;
+        fn approximate_monotonic_ns(self: &HostDispatcher) -> u64;
         fn wall_ns(self: &HostDispatcher) -> i64;
         fn schedule(self: &HostDispatcher, delay_ns: u64, task: Box<Task>) -> u64;
         fn cancel_timer(self: &HostDispatcher, id: u64);

@@ -88,6 +88,9 @@ impl Clock for CxxDispatcher {
     fn monotonic(&self) -> MonoTime {
         MonoTime(self.host.get().map_or(0, |h| h.monotonic_ns()))
     }
+    fn approximate_monotonic(&self) -> MonoTime {
+        MonoTime(self.host.get().map_or(0, |h| h.approximate_monotonic_ns()))
+    }
     fn wall(&self) -> Timestamp {
         let ns = self.host.get().map_or(0, |h| h.wall_ns());
         Timestamp::new(

@@ -133,6 +133,7 @@ private:
 };
 
 std::atomic<uint64_t> g_http_calls{0};
+std::atomic<uint64_t> g_approximate_reads{0};
 
 // The PAL: forwards to the loop; HTTP callouts go to an in-process authz backend that answers
 // 2 ms later: 200 for x-mixer-value "alice", 403 otherwise.
@@ -140,6 +141,11 @@ class TestDispatcher : public mixer::HostDispatcher {
 public:
   explicit TestDispatcher(EventLoop *loop) : loop_(loop) {}
   uint64_t monotonic_ns() const override { return now_ns(); }
+  // The request path's caches read this one (Envoy: approximateMonotonicTime()).
+  uint64_t approximate_monotonic_ns() const override {
+    g_approximate_reads++;
+    return now_ns();
+  }
   int64_t wall_ns() const override {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::system_clock::now().time_since_epoch())
@@ -513,9 +519,12 @@ void ok(const char *name) { std::printf("ok %s\n", name); }
 
 void scenarios(EventLoop &loop, const mixer::Pipeline &pipeline, const mixer::Worker &w) {
   {
+    uint64_t reads = g_approximate_reads;
     Outcome o = run(loop, w, request("/productpage"));
     EXPECT(o.first == FilterHeadersStatus::Continue);
     EXPECT(o.local_reply == 0);
+    // The check read the host's approximate clock.
+    EXPECT(g_approximate_reads > reads);
     ok("allow");
   }
   {

@@ -53,7 +53,7 @@ use mixer_core::adapter::{
     Adapter, AdapterError, ApaContext, ApaOutput, AttributeProducer, Handler, HandlerConfig,
     Produced,
 };
-use mixer_core::instance::{CompiledInstance, InstanceView};
+use mixer_core::instance::{CompiledInstance, InstanceView, PerInstance};
 
 pub use output::ParamMap;
 use output::{Compiled, Output, Slot};
@@ -88,11 +88,7 @@ impl Adapter for ApiAttributesAdapter {
             }
         }
         let mut handler = ApiAttributes::from_params(config.params)?;
-        handler.instances = config
-            .instances
-            .iter()
-            .map(|i| (i.clone(), Inputs::of(i)))
-            .collect();
+        handler.instances = PerInstance::new(config.instances, Inputs::of);
         Ok(Arc::new(handler))
     }
 }
@@ -122,7 +118,7 @@ pub struct ApiAttributes {
     /// (built once).
     plain: Vec<Arc<dyn ApaOutput>>,
     /// Input positions of the instances the handler was built for.
-    instances: Vec<(Arc<CompiledInstance>, Inputs)>,
+    instances: PerInstance<Inputs>,
 }
 
 impl fmt::Debug for ApiAttributes {
@@ -182,7 +178,7 @@ impl ApiAttributes {
             compiled,
             unmatched,
             plain,
-            instances: Vec::new(),
+            instances: PerInstance::new(&[], Inputs::of),
         })
     }
 
@@ -221,11 +217,7 @@ impl ApiAttributes {
     #[inline]
     fn inputs_for(&self, instance: &CompiledInstance) -> Inputs {
         // A handler kept across config swaps may see instances compiled after it was built.
-        self.instances
-            .iter()
-            .find(|(i, _)| std::ptr::eq(&**i, instance))
-            .map(|(_, p)| *p)
-            .unwrap_or_else(|| Inputs::of(instance))
+        self.instances.get(instance, Inputs::of)
     }
 }
 

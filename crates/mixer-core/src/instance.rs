@@ -235,3 +235,30 @@ impl<'s> EvaluatedInstances<'s> {
         }
     }
 }
+
+/// Something an adapter works out once per instance routed to its handler (field positions,
+/// say), looked up per request by the instance's identity. The handler keeps the instances
+/// alive, so identity cannot be reused; an instance it was not built with (a handler kept
+/// across a config swap) gets its value computed on the spot.
+#[derive(Debug)]
+pub struct PerInstance<T> {
+    entries: Vec<(Arc<CompiledInstance>, T)>,
+}
+
+impl<T: Copy> PerInstance<T> {
+    /// `of(instance)` for each of `instances`.
+    pub fn new(instances: &[Arc<CompiledInstance>], of: impl Fn(&CompiledInstance) -> T) -> Self {
+        PerInstance {
+            entries: instances.iter().map(|i| (i.clone(), of(i))).collect(),
+        }
+    }
+
+    /// The value for `instance` (computed with `of` when it is not one of the handler's).
+    #[inline]
+    pub fn get(&self, instance: &CompiledInstance, of: impl Fn(&CompiledInstance) -> T) -> T {
+        self.entries
+            .iter()
+            .find(|(i, _)| std::ptr::eq(&**i, instance))
+            .map_or_else(|| of(instance), |(_, v)| *v)
+    }
+}

@@ -47,7 +47,7 @@ use mixer_attr::Value;
 use mixer_core::adapter::{
     Adapter, AdapterError, ApaContext, AttributeProducer, Handler, HandlerConfig, Produced,
 };
-use mixer_core::instance::{CompiledInstance, InstanceView};
+use mixer_core::instance::{CompiledInstance, InstanceView, PerInstance};
 use mixer_core::status::Status;
 use parking_lot::Mutex;
 
@@ -99,7 +99,7 @@ impl Inputs {
 /// A configured `kubernetesenv` handler.
 pub struct KubeEnvHandler {
     shared: Arc<Shared>,
-    instances: Vec<(Arc<CompiledInstance>, Inputs)>,
+    instances: PerInstance<Inputs>,
     active: bool,
 }
 
@@ -125,11 +125,7 @@ impl KubeEnvHandler {
 
     #[inline]
     fn inputs_for(&self, instance: &CompiledInstance) -> Inputs {
-        self.instances
-            .iter()
-            .find(|(i, _)| std::ptr::eq(&**i, instance))
-            .map(|(_, p)| *p)
-            .unwrap_or_else(|| Inputs::of(instance))
+        self.instances.get(instance, Inputs::of)
     }
 }
 
@@ -180,11 +176,7 @@ impl Adapter for KubernetesEnv {
         }
         Ok(Arc::new(KubeEnvHandler {
             shared,
-            instances: config
-                .instances
-                .iter()
-                .map(|i| (i.clone(), Inputs::of(i)))
-                .collect(),
+            instances: PerInstance::new(config.instances, Inputs::of),
             active,
         }))
     }

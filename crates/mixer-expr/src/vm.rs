@@ -549,25 +549,27 @@ impl Program {
 
     #[inline(always)]
     fn constant(&self, i: u32) -> Result<Value<'_>, EvalError> {
-        self.consts
-            .get(i as usize)
-            .map(Value::reborrow)
-            .ok_or(EvalError::Internal("bad constant"))
+        // A `match`, not `ok_or`: the error is built (and dropped) only when it happens.
+        match self.consts.get(i as usize) {
+            Some(v) => Ok(v.reborrow()),
+            None => Err(EvalError::Internal("bad constant")),
+        }
     }
 
     #[inline(always)]
     fn const_ref(&self, i: u32) -> Result<&Value<'static>, EvalError> {
-        self.consts
-            .get(i as usize)
-            .ok_or(EvalError::Internal("bad constant"))
+        match self.consts.get(i as usize) {
+            Some(v) => Ok(v),
+            None => Err(EvalError::Internal("bad constant")),
+        }
     }
 
     #[inline(always)]
     fn const_str(&self, i: u32) -> Result<&str, EvalError> {
-        self.consts
-            .get(i as usize)
-            .and_then(Value::as_str)
-            .ok_or(EvalError::Internal("bad string constant"))
+        match self.consts.get(i as usize).and_then(Value::as_str) {
+            Some(s) => Ok(s),
+            None => Err(EvalError::Internal("bad string constant")),
+        }
     }
 
     #[inline(always)]

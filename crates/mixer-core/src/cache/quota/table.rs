@@ -8,7 +8,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::{PrefetchOutcome, QuotaDecision, QuotaPrefetch, QuotaPrefetchOptions};
-use crate::cache::hashed::{PrefixHashState, PrefixedKey, prefixed_key, shard_index};
+use crate::cache::hashed::{PrefixHashState, PrefixedKey, hash_pair, shard_index};
 use crate::pal::MonoTime;
 
 /// Settings of a [`QuotaCache`].
@@ -195,13 +195,16 @@ impl QuotaCache {
     #[inline]
     fn with_map_key<T>(quota: &str, key: &str, f: impl FnOnce(MapKey<'_>) -> T) -> T {
         let len = 16 + quota.len() + key.len();
+        // The hash is taken from the caller's strings, not from the buffer just written.
+        let hash = hash_pair(quota.as_bytes(), key.as_bytes());
         let fill = |b: &mut [u8]| {
             let (head, rest) = b.split_at_mut(16);
+            head[..8].copy_from_slice(&hash.to_le_bytes());
             head[8..].copy_from_slice(&(quota.len() as u64).to_le_bytes());
             let (q, k) = rest.split_at_mut(quota.len());
             q.copy_from_slice(quota.as_bytes());
             k.copy_from_slice(key.as_bytes());
-            prefixed_key(b)
+            hash
         };
         // Two stack sizes: most keys fit the small one, which costs less to clear.
         let mut small = [0u8; SMALL_KEY];

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use mixer_attr::{Bag, ReferenceRecorder, Value};
 use mixer_expr::{EvalError, Expression};
 
+use smallvec::SmallVec;
+
 use crate::template::TemplateInfo;
 
 /// One field of an instance: a dotted path (`dimensions.response_code`) and its expression.
@@ -122,6 +124,15 @@ impl CompiledInstance {
         refs: &mut impl ReferenceRecorder,
         out: &mut Vec<Value<'s>>,
     ) -> Result<(), InstanceError> {
+        self.evaluate_into(bag, refs, out)
+    }
+
+    fn evaluate_into<'s>(
+        &'s self,
+        bag: &'s dyn Bag,
+        refs: &mut impl ReferenceRecorder,
+        out: &mut impl ValueList<'s>,
+    ) -> Result<(), InstanceError> {
         let start = out.len();
         out.reserve(self.fields.len());
         for field in &self.fields {
@@ -138,6 +149,47 @@ impl CompiledInstance {
             }
         }
         Ok(())
+    }
+}
+
+/// Instance values of one check kept on the stack before spilling to the heap.
+const INLINE_VALUES: usize = 16;
+
+/// Where instance values are appended: a `Vec`, or a list kept on the stack.
+trait ValueList<'s> {
+    fn len(&self) -> usize;
+    fn reserve(&mut self, n: usize);
+    fn push(&mut self, v: Value<'s>);
+    fn truncate(&mut self, n: usize);
+}
+
+impl<'s> ValueList<'s> for Vec<Value<'s>> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n)
+    }
+    fn push(&mut self, v: Value<'s>) {
+        Vec::push(self, v)
+    }
+    fn truncate(&mut self, n: usize) {
+        Vec::truncate(self, n)
+    }
+}
+
+impl<'s> ValueList<'s> for SmallVec<[Value<'s>; INLINE_VALUES]> {
+    fn len(&self) -> usize {
+        SmallVec::len(self)
+    }
+    fn reserve(&mut self, n: usize) {
+        SmallVec::reserve(self, n)
+    }
+    fn push(&mut self, v: Value<'s>) {
+        SmallVec::push(self, v)
+    }
+    fn truncate(&mut self, n: usize) {
+        SmallVec::truncate(self, n)
     }
 }
 
@@ -197,16 +249,16 @@ type Evaluated = Result<(usize, usize), InstanceError>;
 /// keeps), and its error, if any, is reported to each of them.
 pub(crate) struct EvaluatedInstances<'s> {
     /// Instance index -> its values' range in `values`, or its error.
-    done: Vec<(usize, Evaluated)>,
-    values: Vec<Value<'s>>,
+    done: SmallVec<[(usize, Evaluated); 4]>,
+    values: SmallVec<[Value<'s>; INLINE_VALUES]>,
 }
 
 impl<'s> EvaluatedInstances<'s> {
-    /// Room for a typical check (a few instances of a few fields each) without regrowing.
+    /// Room for a typical check (a few instances of a few fields each) on the stack.
     pub(crate) fn new() -> Self {
         EvaluatedInstances {
-            done: Vec::with_capacity(8),
-            values: Vec::with_capacity(32),
+            done: SmallVec::new(),
+            values: SmallVec::new(),
         }
     }
 
@@ -223,7 +275,7 @@ impl<'s> EvaluatedInstances<'s> {
             None => {
                 let start = self.values.len();
                 let r = instance
-                    .evaluate_onto(bag, refs, &mut self.values)
+                    .evaluate_into(bag, refs, &mut self.values)
                     .map(|()| (start, self.values.len()));
                 self.done.push((index, r));
                 self.done.len() - 1

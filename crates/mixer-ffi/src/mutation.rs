@@ -162,29 +162,26 @@ pub fn mutation_push(stream: &mut MutationStream, chunk: &[u8]) -> ffi::Mutation
         http_status: f.http_status,
         held: false,
     };
+    // A stream that failed stays failed.
+    let live = match &mut stream.state {
+        Ok(s) => s,
+        Err(f) => return failure(f),
+    };
     let pushed = guard(
-        || match &mut stream.state {
-            Ok(s) => Some(s.push(chunk).map_err(|e| Failure::from(&e))),
-            Err(_) => None,
-        },
-        |s| Some(Err(Failure::internal(s))),
+        || live.push(chunk).map_err(|e| Failure::from(&e)),
+        |s| Err(Failure::internal(s)),
     );
     match pushed {
-        Some(Ok(c)) => ffi::MutationPush {
+        Ok(c) => ffi::MutationPush {
             status: ok(),
             http_status: 0,
             held: c == Chunk::Held,
         },
-        // A stream that failed stays failed.
-        Some(Err(f)) => {
+        Err(f) => {
             let r = failure(&f);
             stream.state = Err(f);
             r
         }
-        None => match &stream.state {
-            Err(f) => failure(f),
-            Ok(_) => failure(&Failure::internal(status(13, "mutation stream state"))),
-        },
     }
 }
 

@@ -122,22 +122,8 @@ fn list(shared: &Arc<Shared>, r: Resource, cont: Option<String>) {
 
 fn on_list(shared: &Arc<Shared>, r: Resource, result: Result<HttpResponse, CalloutError>) {
     let Some(api) = &shared.api else { return };
-    let body = match result {
-        Ok(resp) if resp.status == 200 => resp.body,
-        Ok(resp) if resp.status == 410 => {
-            // The continue token expired: start the LIST again.
-            bump(&shared.stats.api_relists);
-            return list(shared, r, None);
-        }
-        Ok(resp) => {
-            return failed(
-                shared,
-                r,
-                format!("LIST {}: HTTP {}", r.plural(), resp.status),
-                relist,
-            );
-        }
-        Err(e) => return failed(shared, r, format!("LIST {}: {e}", r.plural()), relist),
+    let Some(body) = answer_body(shared, r, "LIST", result, relist) else {
+        return;
     };
     let page: Json = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -253,21 +239,8 @@ fn on_watch(
     result: Result<HttpResponse, CalloutError>,
     started: MonoTime,
 ) {
-    let body = match result {
-        Ok(resp) if resp.status == 200 => resp.body,
-        Ok(resp) if resp.status == 410 => {
-            bump(&shared.stats.api_relists);
-            return list(shared, r, None);
-        }
-        Ok(resp) => {
-            return failed(
-                shared,
-                r,
-                format!("WATCH {}: HTTP {}", r.plural(), resp.status),
-                watch,
-            );
-        }
-        Err(e) => return failed(shared, r, format!("WATCH {}: {e}", r.plural()), watch),
+    let Some(body) = answer_body(shared, r, "WATCH", result, watch) else {
+        return;
     };
     let Applied {
         changed,
@@ -311,6 +284,35 @@ fn on_watch(
 }
 
 /// Counts a failure and runs `retry` after the backoff, which doubles each time.
+/// The body of a 200 answer to a LIST or WATCH (`verb`). A 410 (the continue token or the
+/// resource version expired) starts the LIST again; any other answer or a failed call goes to
+/// [`failed`] with `retry`. `None`: the answer was handled here.
+fn answer_body(
+    shared: &Arc<Shared>,
+    r: Resource,
+    verb: &str,
+    result: Result<HttpResponse, CalloutError>,
+    retry: fn(&Arc<Shared>, Resource),
+) -> Option<bytes::Bytes> {
+    match result {
+        Ok(resp) if resp.status == 200 => Some(resp.body),
+        Ok(resp) if resp.status == 410 => {
+            bump(&shared.stats.api_relists);
+            list(shared, r, None);
+            None
+        }
+        Ok(resp) => {
+            let why = format!("{verb} {}: HTTP {}", r.plural(), resp.status);
+            failed(shared, r, why, retry);
+            None
+        }
+        Err(e) => {
+            failed(shared, r, format!("{verb} {}: {e}", r.plural()), retry);
+            None
+        }
+    }
+}
+
 fn failed(shared: &Arc<Shared>, r: Resource, why: String, retry: fn(&Arc<Shared>, Resource)) {
     let Some(api) = &shared.api else { return };
     bump(&shared.stats.api_failures);

@@ -1,4 +1,5 @@
 //! The bridge's Rust-side entry points, called from Rust the way C++ calls them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
@@ -40,8 +41,8 @@ spec:
   - {handler: deny, instances: [nothing]}
 "#;
 
-#[test]
-fn requests_map_onto_istio_attributes() {
+/// `CONFIG` compiled against the library's registry, on virtual time.
+fn pipeline() -> (VirtualPlatform, Pipeline) {
     let vt = VirtualPlatform::new();
     let platform = Platform::on(Arc::new(vt.clone()), Arc::new(vt.clone()));
     let loaded = mixer_config::load_str("t", CONFIG).unwrap();
@@ -53,7 +54,12 @@ fn requests_map_onto_istio_attributes() {
         &CompileOptions::default(),
     )
     .unwrap();
-    let pipeline = Pipeline::new(snapshot, platform);
+    (vt, Pipeline::new(snapshot, platform))
+}
+
+#[test]
+fn requests_map_onto_istio_attributes() {
+    let (vt, pipeline) = pipeline();
     let worker = mixer_ffi::Worker::from_core(pipeline.worker(Arc::new(vt.clone())));
     let check = |path: &str, ip: &[u8]| {
         let headers = [
@@ -111,18 +117,7 @@ fn the_bridge_maps_like_a_rust_proxy() {
     use mixer_attr::{Attributes, Bag, Value, well_known as wk};
     use mixer_core::pal::Clock;
 
-    let vt = VirtualPlatform::new();
-    let platform = Platform::on(Arc::new(vt.clone()), Arc::new(vt.clone()));
-    let loaded = mixer_config::load_str("t", CONFIG).unwrap();
-    let snapshot = mixer_config::compile_loaded(
-        &loaded,
-        &mixer_ffi::registry(),
-        &platform,
-        None,
-        &CompileOptions::default(),
-    )
-    .unwrap();
-    let pipeline = Pipeline::new(snapshot, platform);
+    let (vt, pipeline) = pipeline();
     let pairs: &[(&str, &str)] = &[
         (":method", "GET"),
         (":path", "/reviews/1?x=1"),

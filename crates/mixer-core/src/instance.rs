@@ -113,20 +113,10 @@ impl CompiledInstance {
         out: &mut Vec<Value<'s>>,
     ) -> Result<(), InstanceError> {
         out.clear();
-        self.evaluate_onto(bag, refs, out)
-    }
-
-    /// As [`CompiledInstance::evaluate`], appending after what `out` holds; on an error `out`
-    /// is left as it was.
-    pub fn evaluate_onto<'s>(
-        &'s self,
-        bag: &'s dyn Bag,
-        refs: &mut impl ReferenceRecorder,
-        out: &mut Vec<Value<'s>>,
-    ) -> Result<(), InstanceError> {
         self.evaluate_into(bag, refs, out)
     }
 
+    /// Appends the values of every field to `out`; on an error `out` is left as it was.
     fn evaluate_into<'s>(
         &'s self,
         bag: &'s dyn Bag,

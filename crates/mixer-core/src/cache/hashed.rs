@@ -5,9 +5,12 @@
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, Hasher};
 
+/// The seed of every key hash (fixed: hashes are stable within the process).
+const SEED: u64 = 0x6d69_7865_7232;
+
 /// The hash of `bytes` (fixed seed: stable within the process).
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x6d69_7865_7232).hash_one(bytes)
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(bytes)
 }
 
 /// The shard of a hash (its high bits; the map inside the shard uses the low ones). Shard
@@ -145,7 +148,7 @@ impl Hash for PrefixedKey {
 /// The hash of two byte strings read where they are (not from a buffer just written: wide
 /// loads of freshly stored bytes stall). Stable within the process.
 pub(crate) fn hash_pair(a: &[u8], b: &[u8]) -> u64 {
-    let mut h = foldhash::fast::FixedState::with_seed(0x6d69_7865_7232).build_hasher();
+    let mut h = foldhash::fast::FixedState::with_seed(SEED).build_hasher();
     h.write_usize(a.len());
     h.write(a);
     h.write(b);

@@ -2,8 +2,12 @@
 //! `attributes` instance, 21 bindings, inventory from a file), `jwt` (RS256 token, verification
 //! cached per token by the pipeline) and `apiattributes` (100 operation templates), feeding a
 //! check that reads `source.labels["app"]`, `request.auth.principal` and `api.operation`.
-//! The same check without the chain runs in the same process as the baseline; the difference is
-//! the chain's cost. Check cache off on both sides, so the rules run every time.
+//! The baseline, in the same process, is the same check without the chain on a request that
+//! already carries the three attributes the chain would produce (so the check does the same
+//! work on the same values); the difference is the chain's cost: producing, and reading the
+//! produced attributes through it. Check cache off on both sides, so the rules run every time.
+//! The `varied_` pair turns over 16 requests from other pods to other operations, so every
+//! request misses the adapters' per-thread reuse of the previous lookup.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -69,7 +73,21 @@ spec:
   actions: [{handler: gate, instances: [app.listentry, principal.listentry, operation.listentry]}]
 "#;
 
-fn chain_config(inventory: &std::path::Path) -> String {
+/// The values the chain produces for the bench's request: the baseline's request carries them.
+const APP: &str = "app7";
+const PRINCIPAL: &str = "https://issuer.example/user-rs256";
+const OPERATION: &str = "op42";
+
+/// Allows a request only when the three attributes have exactly the values above.
+fn expecting_produced_values() -> String {
+    CHECK_RULES
+        .replace(
+            r#"params: {overrides: ["blocked", "deleteShelf", "https://issuer.example/blocked"], blacklist: true}"#,
+            &format!(r#"params: {{overrides: ["{APP}", "{PRINCIPAL}", "{OPERATION}"], blacklist: false}}"#),
+        )
+}
+
+fn chain_config(inventory: &std::path::Path, check_rules: &str) -> String {
     let mut ops = String::new();
     for i in 0..100 {
         ops.push_str(&format!(
@@ -163,7 +181,7 @@ kind: rule
 metadata: {{name: apirule, namespace: istio-system}}
 spec:
   actions: [{{handler: api, instances: [api.apiattributes]}}]
-{CHECK_RULES}"#,
+{check_rules}"#,
         inv = inventory.display(),
         jwks = JWKS.replace('\n', " "),
     )
@@ -203,7 +221,7 @@ fn check(worker: &Worker, bag: &Attributes<'_>) -> bool {
 fn bench(c: &mut Criterion) {
     let vt = VirtualPlatform::new();
     let inv = inventory();
-    let with_chain = pipeline(&vt, &chain_config(&inv));
+    let with_chain = pipeline(&vt, &chain_config(&inv, CHECK_RULES));
     assert_eq!(with_chain.snapshot().apa.stages.len(), 3);
     let without = pipeline(&vt, CHECK_RULES);
     let dispatcher: Arc<dyn Dispatcher> = Arc::new(vt.clone());
@@ -238,7 +256,35 @@ fn bench(c: &mut Criterion) {
             Value::str("/r42/7/items/9?x=1"),
         )
         .with(wk::DESTINATION_PORT, Value::Int64(9080));
-    assert!(check(&w_chain, &bag) && check(&w_plain, &bag));
+    // The baseline's request carries what the chain produces for `bag`.
+    let mut labels = StringMap::new();
+    labels.insert("app".into(), APP.into());
+    labels.insert("version".into(), "v1".into());
+    labels.insert("pod-template-hash".into(), "5b9f7c8d4".into());
+    let produced = bag
+        .clone()
+        .with(wk::SOURCE_LABELS, Value::string_map(labels))
+        .with(
+            vocab.lookup("request.auth.principal").unwrap(),
+            Value::str(PRINCIPAL),
+        )
+        .with(
+            vocab.lookup("api.operation").unwrap(),
+            Value::str(OPERATION),
+        );
+    assert!(check(&w_chain, &bag) && check(&w_plain, &produced));
+    // ... exactly: a check allowing only those values allows the chain's request.
+    let expecting = pipeline(&vt, &chain_config(&inv, &expecting_produced_values()));
+    let w_expecting = expecting.worker(Arc::new(vt.clone()));
+    assert!(
+        check(&w_expecting, &bag),
+        "the chain produces the baseline's values"
+    );
+    let other = bag.clone().with(
+        vocab.lookup("request.path").unwrap(),
+        Value::str("/r43/7/items/9"),
+    );
+    assert!(!check(&w_expecting, &other), "another operation is refused");
     // The chain really runs: a blocked operation is denied only with it.
     let deleted = bag.clone().with(
         vocab.lookup("request.path").unwrap(),
@@ -246,12 +292,58 @@ fn bench(c: &mut Criterion) {
     );
     assert!(check(&w_chain, &deleted));
 
+    // Varied traffic: 16 requests from 16 source pods to 16 operations, in turn, so no
+    // thread-recent lookup (kubernetesenv pods, apiattributes match) is ever reused; the token
+    // stays the same (its verification is cached per token either way).
+    let rotation: Vec<(Attributes<'static>, Attributes<'static>)> = (0..16)
+        .map(|i| {
+            let chain = bag
+                .clone()
+                .with(
+                    wk::SOURCE_UID,
+                    Value::String(format!("kubernetes://app{i}-v1-5b9f7c8d4-x7k2p.default").into()),
+                )
+                .with(
+                    vocab.lookup("request.path").unwrap(),
+                    Value::String(format!("/r{}/{i}/items/{i}?x=1", 50 + i).into()),
+                );
+            let mut labels = StringMap::new();
+            labels.insert("app".into(), format!("app{i}"));
+            labels.insert("version".into(), "v1".into());
+            labels.insert("pod-template-hash".into(), "5b9f7c8d4".into());
+            let plain = produced
+                .clone()
+                .with(wk::SOURCE_LABELS, Value::string_map(labels))
+                .with(
+                    vocab.lookup("api.operation").unwrap(),
+                    Value::String(format!("op{}", 50 + i).into()),
+                );
+            (chain, plain)
+        })
+        .collect();
+    for (chain, plain) in &rotation {
+        assert!(check(&w_chain, chain) && check(&w_plain, plain));
+    }
+
     let mut g = c.benchmark_group("apa");
     g.bench_function("check_without_chain", |b| {
-        b.iter(|| black_box(check(&w_plain, black_box(&bag))))
+        b.iter(|| black_box(check(&w_plain, black_box(&produced))))
     });
     g.bench_function("check_with_chain_kubeenv_jwt_api", |b| {
         b.iter(|| black_box(check(&w_chain, black_box(&bag))))
+    });
+    let mut turn = 0;
+    g.bench_function("varied_check_without_chain", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % rotation.len();
+            black_box(check(&w_plain, black_box(&rotation[turn].1)))
+        })
+    });
+    g.bench_function("varied_check_with_chain_kubeenv_jwt_api", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % rotation.len();
+            black_box(check(&w_chain, black_box(&rotation[turn].0)))
+        })
     });
     g.finish();
     let _ = std::fs::remove_file(inv);

@@ -122,11 +122,7 @@ spec:
         .iter()
         .find(|i| i.template.name == "apiattributes")
         .unwrap();
-    let ctx = ApaContext {
-        dispatcher: &dispatcher,
-        now: mixer_attr::Timestamp::default(),
-        monotonic: MonoTime(0),
-    };
+    let ctx = ApaContext::at(&dispatcher, mixer_attr::Timestamp::default(), MonoTime(0));
     let cases = [
         ("no_params", "GET", "/svc100/items"),
         ("path_params", "GET", "/svc100/items/a%20b/parts/p"),

@@ -41,6 +41,7 @@
 mod decode;
 mod output;
 pub mod params;
+mod recent;
 pub mod template;
 pub mod trie;
 
@@ -119,6 +120,8 @@ pub struct ApiAttributes {
     plain: Vec<Arc<dyn ApaOutput>>,
     /// Input positions of the instances the handler was built for.
     instances: PerInstance<Inputs>,
+    /// Names this handler's matches in each thread's most recent one ([`recent`]).
+    id: u64,
 }
 
 impl fmt::Debug for ApiAttributes {
@@ -133,17 +136,46 @@ impl fmt::Debug for ApiAttributes {
 
 /// The path and the query string of a request path (`/a?b=1#f` gives `/a` and `b=1`).
 fn split_target(target: &str) -> (&str, &str) {
+    let (path, query, _) = scan_target(target);
+    (path, query)
+}
+
+/// `target`'s path and query string (without `?` and any `#fragment`), and whether the path
+/// has an escape (`%`).
+#[inline]
+fn scan_target(target: &str) -> (&str, &str, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Non-zero when a byte of `v` is zero (exact as to whether, not as to which).
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & (ONES << 7);
     let bytes = target.as_bytes();
-    let Some(at) = bytes.iter().position(|&b| b == b'?' || b == b'#') else {
-        return (target, "");
-    };
+    let (mut at, mut escaped) = (0, false);
+    // Eight bytes at a time up to the chunk holding the end of the path.
+    while let Some(chunk) = bytes
+        .get(at..at + 8)
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+    {
+        let w = u64::from_le_bytes(chunk);
+        if has_zero(w ^ (ONES * u64::from(b'?'))) | has_zero(w ^ (ONES * u64::from(b'#'))) != 0 {
+            break;
+        }
+        escaped |= has_zero(w ^ (ONES * u64::from(b'%'))) != 0;
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'?' | b'#' => break,
+            b'%' => escaped = true,
+            _ => {}
+        }
+        at += 1;
+    }
     let path = target.get(..at).unwrap_or_default();
-    if bytes[at] == b'#' {
-        return (path, "");
+    if bytes.get(at) != Some(&b'?') {
+        return (path, "", escaped);
     }
     let rest = target.get(at + 1..).unwrap_or_default();
-    let query = rest.split_once('#').map_or(rest, |(q, _)| q);
-    (path, query)
+    let end = rest.bytes().position(|b| b == b'#').unwrap_or(rest.len());
+    (path, rest.get(..end).unwrap_or_default(), escaped)
 }
 
 impl ApiAttributes {
@@ -179,6 +211,7 @@ impl ApiAttributes {
             unmatched,
             plain,
             instances: PerInstance::new(&[], Inputs::of),
+            id: recent::next_handler_id(),
         })
     }
 
@@ -197,9 +230,9 @@ impl ApiAttributes {
 
     /// The outputs for `method` and `target` (what `produce()` returns).
     pub fn outputs(&self, method: &str, target: &str) -> Arc<dyn ApaOutput> {
-        let (path, query) = split_target(target);
+        let (path, query, escaped) = scan_target(target);
         let matcher = &self.compiled.matcher;
-        let Some(op) = matcher.find(method, path) else {
+        let Some(op) = matcher.find_scanned(method, path, escaped) else {
             return self.unmatched.clone();
         };
         let captures = matcher
@@ -242,13 +275,14 @@ impl AttributeProducer for ApiAttributes {
         };
         // Without a method only `*` operations match.
         let method = input(view, inputs.method).unwrap_or("");
-        Ok(Produced::uncached(self.outputs(method, target)))
+        let output = recent::get_or(self.id, method, target, || self.outputs(method, target));
+        Ok(Produced::uncached(output))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_target;
+    use super::{scan_target, split_target};
 
     #[test]
     fn targets_split_into_path_and_query_without_the_fragment() {
@@ -259,5 +293,17 @@ mod tests {
         assert_eq!(split_target("/a?"), ("/a", ""));
         assert_eq!(split_target("/ä?ö=1"), ("/ä", "ö=1"));
         assert_eq!(split_target(""), ("", ""));
+        // Past the first eight bytes, and escapes on either side of them.
+        assert_eq!(split_target("/abcdefghijk?q#f"), ("/abcdefghijk", "q"));
+        assert_eq!(split_target("/abcdefg#hijk?q"), ("/abcdefg", ""));
+        for (t, escaped) in [
+            ("/abcdefghijkl%20", true),
+            ("/a%20", true),
+            ("/abcdefghijkl?%20", false),
+            ("/abcdefghijklmnop", false),
+            ("/abcdefg%", true),
+        ] {
+            assert_eq!(scan_target(t).2, escaped, "{t}");
+        }
     }
 }

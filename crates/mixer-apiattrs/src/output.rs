@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use mixer_attr::{StringMapRef, StringMapView, Value};
 use mixer_core::adapter::ApaOutput;
 use mixer_core::template::TemplateInfo;
+use smallvec::SmallVec;
 
 use crate::decode::decode_into;
 use crate::trie::{Matcher, captured};
@@ -158,6 +159,9 @@ impl StringMapView for ParamMap {
     }
 }
 
+/// Path and query bytes kept in the output itself: longer ones take a second allocation.
+const RAW_INLINE: usize = 96;
+
 /// The outputs for one request. Without an operation (no template matched) only service,
 /// version and protocol are present. The parameter maps are decoded from `raw` the first time
 /// they are read (most configs bind neither).
@@ -166,8 +170,8 @@ pub(crate) struct Output {
     pub compiled: Arc<Compiled>,
     pub operation: Option<u32>,
     /// The request's path (when the operation captures variables) followed by its query
-    /// string (without `?`).
-    raw: Box<str>,
+    /// string (without `?`): in the output's own allocation when short.
+    raw: SmallVec<[u8; RAW_INLINE]>,
     /// Where the query string starts in `raw`.
     split: usize,
     path_params: OnceLock<ParamMap>,
@@ -187,29 +191,34 @@ impl Output {
             .and_then(|op| compiled.matcher.operation(op))
             .is_some_and(|o| !o.captures.is_empty());
         let path = if captures { path } else { "" };
-        let mut raw = String::with_capacity(path.len() + query.len());
-        raw.push_str(path);
-        raw.push_str(query);
+        let mut raw = SmallVec::with_capacity(path.len() + query.len());
+        raw.extend_from_slice(path.as_bytes());
+        raw.extend_from_slice(query.as_bytes());
         Output {
             compiled,
             operation,
-            raw: raw.into_boxed_str(),
+            raw,
             split: path.len(),
             path_params: OnceLock::new(),
             query_params: OnceLock::new(),
         }
     }
 
+    /// Part of `raw` (split where a `&str` ended: always UTF-8).
+    fn raw_text(&self, range: impl std::slice::SliceIndex<[u8], Output = [u8]>) -> &str {
+        std::str::from_utf8(self.raw.get(range).unwrap_or_default()).unwrap_or_default()
+    }
+
     fn path_params(&self, op: u32) -> &ParamMap {
         self.path_params.get_or_init(|| {
-            let path = self.raw.get(..self.split).unwrap_or_default();
+            let path = self.raw_text(..self.split);
             ParamMap::path_params(&self.compiled.matcher, op, path)
         })
     }
 
     fn query_params(&self) -> &ParamMap {
         self.query_params
-            .get_or_init(|| ParamMap::query(self.raw.get(self.split..).unwrap_or_default()))
+            .get_or_init(|| ParamMap::query(self.raw_text(self.split..)))
     }
 }
 

@@ -201,26 +201,35 @@ impl Matcher {
 
     /// The operation for `method` and `path` (the path only, without the query string).
     pub fn find(&self, method: &str, path: &str) -> Option<u32> {
+        self.find_scanned(method, path, path.contains('%'))
+    }
+
+    /// [`Matcher::find`] for a path known to have escapes (`%`) or not: most have none, and
+    /// their segments are compared as they are.
+    pub(crate) fn find_scanned(&self, method: &str, path: &str, escaped: bool) -> Option<u32> {
         let rest = normalize(path)?;
-        walk(&self.root, rest, method)
+        walk(&self.root, rest, method, escaped)
     }
 }
 
-fn walk(node: &Node, rest: Option<&str>, method: &str) -> Option<u32> {
+fn walk(node: &Node, rest: Option<&str>, method: &str, escaped: bool) -> Option<u32> {
     let Some(p) = rest else {
         let end = node.end.as_ref().and_then(|l| l.pick(method));
         return end.or_else(|| node.rest.as_ref().and_then(|l| l.pick(method)));
     };
     let (seg, tail) = next_segment(p);
     if !node.literals.is_empty()
-        && let Some(child) = node.literals.get(&*decode(seg, false))
-        && let Some(op) = walk(child, tail, method)
+        && let Some(child) = match escaped {
+            false => node.literals.get(seg),
+            true => node.literals.get(&*decode(seg, false)),
+        }
+        && let Some(op) = walk(child, tail, method, escaped)
     {
         return Some(op);
     }
     if !seg.is_empty()
         && let Some(child) = &node.single
-        && let Some(op) = walk(child, tail, method)
+        && let Some(op) = walk(child, tail, method, escaped)
     {
         return Some(op);
     }

@@ -274,16 +274,58 @@ pub trait MutationHandler: Send + Sync {
 pub struct ApaContext<'a> {
     /// The worker thread's dispatcher.
     pub dispatcher: &'a Arc<dyn Dispatcher>,
-    /// Wall-clock time of the request (token expiry and the like).
-    pub now: mixer_attr::Timestamp,
     /// Monotonic time of the request (the host's approximate clock: cache validity only).
     pub monotonic: crate::pal::MonoTime,
+    /// Wall-clock time, read from `clock` on first use: most requests need none (a clock read
+    /// is a system call on some hosts).
+    wall: std::cell::OnceCell<mixer_attr::Timestamp>,
+    clock: Option<&'a dyn crate::pal::Clock>,
+}
+
+impl<'a> ApaContext<'a> {
+    /// A context reading wall-clock time from `clock` when an adapter first asks for it.
+    pub fn new(
+        dispatcher: &'a Arc<dyn Dispatcher>,
+        clock: &'a dyn crate::pal::Clock,
+        monotonic: crate::pal::MonoTime,
+    ) -> Self {
+        ApaContext {
+            dispatcher,
+            monotonic,
+            wall: std::cell::OnceCell::new(),
+            clock: Some(clock),
+        }
+    }
+
+    /// A context at fixed times (tests, benches, tools).
+    pub fn at(
+        dispatcher: &'a Arc<dyn Dispatcher>,
+        now: mixer_attr::Timestamp,
+        monotonic: crate::pal::MonoTime,
+    ) -> Self {
+        ApaContext {
+            dispatcher,
+            monotonic,
+            wall: std::cell::OnceCell::from(now),
+            clock: None,
+        }
+    }
+
+    /// Wall-clock time of the request (token expiry and the like): the same for every adapter
+    /// of one request.
+    pub fn now(&self) -> mixer_attr::Timestamp {
+        *self.wall.get_or_init(|| match self.clock {
+            Some(c) => c.wall(),
+            None => mixer_attr::Timestamp::default(),
+        })
+    }
 }
 
 impl fmt::Debug for ApaContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApaContext")
-            .field("now", &self.now)
+            .field("now", &self.wall.get())
+            .field("monotonic", &self.monotonic)
             .finish()
     }
 }

@@ -299,7 +299,8 @@ fn produce_with<'b>(
     let fail_close = entry.failure_policy == FailurePolicy::FailClose;
     for (slot, field) in values.iter_mut().zip(&instance.fields) {
         match field.expr.eval(bag, &mut ()) {
-            Ok(v) => *slot = v,
+            // The slot held a placeholder `Bool`: nothing to drop.
+            Ok(v) => std::mem::forget(std::mem::replace(slot, v)),
             Err(error) => {
                 report.eval_errors += 1;
                 let e = InstanceError {

@@ -668,11 +668,7 @@ impl Worker {
 
     fn apa_context(&self) -> crate::adapter::ApaContext<'_> {
         let clock = &self.pipeline.shared.platform.clock;
-        crate::adapter::ApaContext {
-            dispatcher: &self.dispatcher,
-            now: clock.wall(),
-            monotonic: clock.approximate_monotonic(),
-        }
+        crate::adapter::ApaContext::new(&self.dispatcher, &**clock, clock.approximate_monotonic())
     }
 
     fn count_apa(&self, report: &crate::apa::ApaRunReport) {

@@ -215,10 +215,10 @@ impl AttributeProducer for JwtHandler {
             ));
         };
         self.stats.verifications.fetch_add(1, Ordering::Relaxed);
-        match self.policy.verify(token, keys, ctx.now) {
+        match self.policy.verify(token, keys, ctx.now()) {
             Ok(v) => {
                 self.stats.verified.fetch_add(1, Ordering::Relaxed);
-                let now_secs = ctx.now.unix_nanos() as f64 / 1e9;
+                let now_secs = ctx.now().unix_nanos() as f64 / 1e9;
                 Ok(Produced {
                     output: Arc::new(output::outputs(&v, &self.positions)),
                     cache_for: self.cache_for(v.exp, now_secs),

@@ -36,16 +36,19 @@ pub mod inventory;
 pub mod objects;
 mod output;
 mod params;
+mod recent;
 mod store;
 mod yaml;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use mixer_attr::Value;
 use mixer_core::adapter::{
-    Adapter, AdapterError, ApaContext, AttributeProducer, Handler, HandlerConfig, Produced,
+    Adapter, AdapterError, ApaContext, ApaOutput, AttributeProducer, Handler, HandlerConfig,
+    Produced,
 };
 use mixer_core::instance::{CompiledInstance, InstanceView, PerInstance};
 use mixer_core::status::Status;
@@ -83,6 +86,20 @@ struct Inputs {
 }
 
 impl Inputs {
+    /// Every input position, in a fixed order.
+    fn positions(&self) -> impl Iterator<Item = Option<usize>> {
+        [
+            self.source_uid,
+            self.source_ip,
+            self.destination_uid,
+            self.destination_ip,
+            self.destination_port,
+            self.origin_uid,
+            self.origin_ip,
+        ]
+        .into_iter()
+    }
+
     fn of(i: &CompiledInstance) -> Inputs {
         Inputs {
             source_uid: i.position("source_uid"),
@@ -159,6 +176,7 @@ impl Adapter for KubernetesEnv {
         let shared = Arc::new(Shared {
             name: config.name.to_string(),
             inventory: ArcSwap::from_pointee(Inventory::default()),
+            version: AtomicU64::new(recent::next_version()),
             stats: Stats::default(),
             cluster_domain: settings.cluster_domain,
             sources: Mutex::new(sources),
@@ -216,16 +234,16 @@ fn find<'i>(
     inv.by_ip(ip)
 }
 
-impl AttributeProducer for KubeEnvHandler {
-    fn produce(&self, view: &InstanceView<'_>, _: &ApaContext<'_>) -> Result<Produced, Status> {
-        let inputs = self.inputs_for(view.instance);
+impl KubeEnvHandler {
+    /// The pods `view` names in the current inventory.
+    fn look_up(&self, view: &InstanceView<'_>, inputs: &Inputs) -> Arc<dyn ApaOutput> {
         // One load per request: source, destination and origin come from the same inventory.
         let inv = self.shared.inventory.load();
         let source = find(&inv, view, inputs.source_uid, inputs.source_ip);
         let destination = find(&inv, view, inputs.destination_uid, inputs.destination_ip);
         let origin = find(&inv, view, inputs.origin_uid, inputs.origin_ip);
         if source.is_none() && destination.is_none() && origin.is_none() {
-            return Ok(Produced::nothing());
+            return Produced::nothing().output;
         }
         let container = match (
             destination,
@@ -234,12 +252,27 @@ impl AttributeProducer for KubeEnvHandler {
             (Some(d), Some(Value::Int64(port))) => d.container_for(*port),
             _ => None,
         };
-        Ok(Produced::uncached(Arc::new(KubeOutput {
+        Arc::new(KubeOutput {
             source: source.cloned(),
             destination: destination.cloned(),
             origin: origin.cloned(),
             container,
-        })))
+        })
+    }
+}
+
+impl AttributeProducer for KubeEnvHandler {
+    fn produce(&self, view: &InstanceView<'_>, _: &ApaContext<'_>) -> Result<Produced, Status> {
+        let inputs = self.inputs_for(view.instance);
+        // Read before the inventory: a lookup remembered under this version may come from a
+        // newer inventory, never an older one.
+        let version = self.shared.version.load(Ordering::Acquire);
+        let output = recent::get_or(
+            version,
+            || inputs.positions().map(|p| p.and_then(|p| view.at(p))),
+            || self.look_up(view, &inputs),
+        );
+        Ok(Produced::uncached(output))
     }
 
     fn active(&self) -> bool {

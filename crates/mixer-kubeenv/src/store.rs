@@ -64,6 +64,8 @@ pub(crate) struct Sources {
 pub(crate) struct Shared {
     pub name: String,
     pub inventory: ArcSwap<Inventory>,
+    /// The version of `inventory` ([`crate::recent`]): set after each swap.
+    pub version: AtomicU64,
     pub stats: Stats,
     pub cluster_domain: String,
     pub sources: Mutex<Sources>,
@@ -86,6 +88,8 @@ impl Shared {
             )
         };
         self.inventory.store(Arc::new(inventory));
+        self.version
+            .store(crate::recent::next_version(), Ordering::Release);
         bump(&self.stats.publishes);
     }
 

@@ -1,6 +1,6 @@
 //! Lookups on an inventory file: by uid and by IP, workload and owner derivation, the
 //! destination's service by selector and container by port, nothing for unknown pods, an
-//! inactive handler without sources, and params errors.
+//! inactive handler without sources, params errors, and lookups repeated on one thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -329,5 +329,39 @@ fn bad_params_name_their_field() {
         let e = &err.0[0];
         assert_eq!(e.field, field, "{params}: {err}");
         assert!(e.message.contains(words), "{params}: {err}");
+    }
+}
+
+#[test]
+fn repeated_and_alternating_lookups_on_one_thread_each_get_their_own_pods() {
+    // A thread reuses its last lookup for the same inputs: alternating inputs, two handlers and
+    // the same inputs in another role must never be answered from it.
+    let (a, b) = (bookinfo(), bookinfo());
+    let name = |out: &std::collections::BTreeMap<String, mixer_attr::Value<'static>>, k: &str| {
+        out.get(k).and_then(|v| v.as_str().map(str::to_string))
+    };
+    for round in 0..3 {
+        for d in [&a, &b] {
+            let pp = d.produce(&[("source.ip", ip("10.1.0.10"))]);
+            assert_eq!(
+                name(&pp, "source_workload_name").as_deref(),
+                Some("productpage-v1")
+            );
+            let same = d.produce(&[("source.ip", ip("10.1.0.10"))]);
+            assert_eq!(pp, same, "round {round}");
+            let rv = d.produce(&[("source.ip", ip("10.1.0.11"))]);
+            assert_eq!(
+                name(&rv, "source_workload_name").as_deref(),
+                Some("reviews-v1")
+            );
+            let dest = d.produce(&[("destination.ip", ip("10.1.0.10"))]);
+            assert_eq!(name(&dest, "source_workload_name"), None);
+            assert_eq!(
+                name(&dest, "destination_workload_name").as_deref(),
+                Some("productpage-v1")
+            );
+            let none = d.produce(&[("source.ip", ip("10.9.9.9"))]);
+            assert!(none.is_empty(), "{none:?}");
+        }
     }
 }

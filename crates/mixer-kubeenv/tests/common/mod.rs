@@ -223,11 +223,11 @@ impl Direct {
             values: &values,
         };
         let dispatcher: Arc<dyn Dispatcher> = Arc::new(self.vt.clone());
-        let ctx = ApaContext {
-            dispatcher: &dispatcher,
-            now: mixer_attr::Timestamp::from_unix_nanos(0),
-            monotonic: mixer_core::pal::MonoTime(0),
-        };
+        let ctx = ApaContext::at(
+            &dispatcher,
+            mixer_attr::Timestamp::from_unix_nanos(0),
+            mixer_core::pal::MonoTime(0),
+        );
         let produced = self.handler().produce(&view, &ctx).unwrap();
         assert_eq!(produced.cache_for, None, "lookups are not cached");
         let outputs = instance.template.outputs;

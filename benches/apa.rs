@@ -6,12 +6,14 @@
 //! already carries the three attributes the chain would produce (so the check does the same
 //! work on the same values); the difference is the chain's cost: producing, and reading the
 //! produced attributes through it. Check cache off on both sides, so the rules run every time.
+//! `chain_cost_interleaved` measures that difference directly, alternating the two in blocks.
 //! The `varied_` pair turns over 16 requests from other pods to other operations, so every
 //! request misses the adapters' per-thread reuse of the previous lookup.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mixer_attr::{Attributes, StringMap, Value, Vocabulary, well_known as wk};
@@ -218,6 +220,29 @@ fn check(worker: &Worker, bag: &Attributes<'_>) -> bool {
     }
 }
 
+/// Time of `iters` runs of `with` minus time of `iters` runs of `without`, alternating in
+/// blocks.
+fn interleaved(iters: u64, with: &dyn Fn() -> bool, without: &dyn Fn() -> bool) -> Duration {
+    const BLOCK: u64 = 256;
+    let (mut t_with, mut t_without) = (Duration::ZERO, Duration::ZERO);
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(BLOCK);
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(without());
+        }
+        t_without += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(with());
+        }
+        t_with += t.elapsed();
+        left -= n;
+    }
+    t_with.saturating_sub(t_without)
+}
+
 fn bench(c: &mut Criterion) {
     let vt = VirtualPlatform::new();
     let inv = inventory();
@@ -331,6 +356,15 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("check_with_chain_kubeenv_jwt_api", |b| {
         b.iter(|| black_box(check(&w_chain, black_box(&bag))))
+    });
+    // The difference itself, in blocks of 256 checks alternating between the two workers, so
+    // a host that slows down or speeds up during the run affects both sides alike.
+    g.bench_function("chain_cost_interleaved", |b| {
+        b.iter_custom(|iters| {
+            interleaved(iters, &|| check(&w_chain, &bag), &|| {
+                check(&w_plain, &produced)
+            })
+        })
     });
     let mut turn = 0;
     g.bench_function("varied_check_without_chain", |b| {

@@ -41,7 +41,6 @@
 mod decode;
 mod output;
 pub mod params;
-mod recent;
 pub mod template;
 pub mod trie;
 
@@ -120,8 +119,6 @@ pub struct ApiAttributes {
     plain: Vec<Arc<dyn ApaOutput>>,
     /// Input positions of the instances the handler was built for.
     instances: PerInstance<Inputs>,
-    /// Names this handler's matches in each thread's most recent one ([`recent`]).
-    id: u64,
 }
 
 impl fmt::Debug for ApiAttributes {
@@ -211,7 +208,6 @@ impl ApiAttributes {
             unmatched,
             plain,
             instances: PerInstance::new(&[], Inputs::of),
-            id: recent::next_handler_id(),
         })
     }
 
@@ -271,12 +267,13 @@ impl AttributeProducer for ApiAttributes {
     fn produce(&self, view: &InstanceView<'_>, _: &ApaContext<'_>) -> Result<Produced, Status> {
         let inputs = self.inputs_for(view.instance);
         let Some(target) = input(view, inputs.path) else {
-            return Ok(Produced::uncached(self.unmatched.clone()));
+            return Ok(Produced::reusable(self.unmatched.clone()));
         };
         // Without a method only `*` operations match.
         let method = input(view, inputs.method).unwrap_or("");
-        let output = recent::get_or(self.id, method, target, || self.outputs(method, target));
-        Ok(Produced::uncached(output))
+        // The match depends on method and target only: the pipeline keeps each thread's last
+        // one and reuses it for the same request line.
+        Ok(Produced::reusable(self.outputs(method, target)))
     }
 }
 

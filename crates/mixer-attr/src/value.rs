@@ -255,6 +255,20 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    /// True when the value owns heap memory (an owned string or a shared map): only such
+    /// values need their destructor run.
+    #[inline(always)]
+    pub fn owns_memory(&self) -> bool {
+        matches!(
+            self,
+            Value::String(Cow::Owned(_))
+                | Value::EmailAddress(Cow::Owned(_))
+                | Value::Uri(Cow::Owned(_))
+                | Value::DnsName(Cow::Owned(_))
+                | Value::StringMap(StringMapRef::Shared(_))
+        )
+    }
+
     /// The value's type.
     pub fn value_type(&self) -> ValueType {
         match self {

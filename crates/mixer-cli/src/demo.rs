@@ -239,10 +239,12 @@ pub fn run(cmd: DemoCommand) -> anyhow::Result<ExitCode> {
     println!();
     println!(
         "Pipeline: {} checks ({} denied), {} reports ({} instances), {} instance errors",
-        get(&stats.checks),
+        stats.checks.load(std::sync::atomic::Ordering::Relaxed),
         get(&stats.checks_denied),
-        get(&stats.reports),
-        get(&stats.report_instances),
+        stats.reports.load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .report_instances
+            .load(std::sync::atomic::Ordering::Relaxed),
         get(&stats.instance_errors)
     );
     println!(

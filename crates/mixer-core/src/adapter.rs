@@ -370,22 +370,38 @@ pub struct Produced {
     /// values (`None`: not cached; the adapter is cheaper than a cache lookup, or its answer
     /// changes without its inputs changing).
     pub cache_for: Option<std::time::Duration>,
+    /// True when `output` depends only on the instance values and the handler's
+    /// [`AttributeProducer::generation`]: each thread keeps its stage's last outputs and reuses
+    /// them, without calling the handler, for its next request with the same values while the
+    /// generation holds (never shared between threads, never for other values).
+    pub reusable: bool,
 }
 
 impl fmt::Debug for Produced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Produced")
             .field("cache_for", &self.cache_for)
+            .field("reusable", &self.reusable)
             .finish_non_exhaustive()
     }
 }
 
 impl Produced {
-    /// Outputs that are not cached.
+    /// Outputs that are not cached: the handler is called for every request.
     pub fn uncached(output: Arc<dyn ApaOutput>) -> Self {
         Produced {
             output,
             cache_for: None,
+            reusable: false,
+        }
+    }
+    /// Outputs that depend only on the instance values and the handler's generation (see
+    /// [`Produced::reusable`](Produced#structfield.reusable)).
+    pub fn reusable(output: Arc<dyn ApaOutput>) -> Self {
+        Produced {
+            output,
+            cache_for: None,
+            reusable: true,
         }
     }
     /// No outputs at all (every binding takes its default).
@@ -410,6 +426,14 @@ pub trait AttributeProducer: Send + Sync {
         instance: &InstanceView<'_>,
         ctx: &ApaContext<'_>,
     ) -> Result<Produced, Status>;
+
+    /// What [`Produced::reusable`](Produced#structfield.reusable) outputs depend on besides
+    /// the instance values (a `kubernetesenv` handler's inventory version): read before
+    /// `produce`, compared on every reuse. Constant for handlers whose answers depend on the
+    /// values alone.
+    fn generation(&self) -> u64 {
+        0
+    }
 
     /// False while the handler has nothing to look anything up in (a `kubernetesenv` handler
     /// with no inventory source configured): the pipeline then leaves its stage out of the

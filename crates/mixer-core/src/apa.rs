@@ -16,6 +16,8 @@
 //! instances of up to [`INLINE_FIELDS`] fields (no allocation by the chain itself).
 
 pub mod cache;
+mod produce;
+mod reuse;
 
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -23,10 +25,11 @@ use std::sync::Arc;
 use mixer_attr::{AttrId, Bag, Value};
 
 pub use self::cache::{ApaCache, KeyForm};
+use self::produce::produce;
+use self::reuse::Slot;
 use crate::adapter::{ApaContext, ApaOutput};
-use crate::instance::{CompiledInstance, InstanceError, InstanceView};
-use crate::snapshot::{ApaBinding, ApaStage, FailurePolicy, Snapshot};
-use crate::status::{Code, Status};
+use crate::snapshot::{ApaBinding, ApaStage, Snapshot};
+use crate::status::Status;
 
 /// Chains up to this many stages keep their per-request state on the stack.
 pub const INLINE_STAGES: usize = 4;
@@ -87,7 +90,7 @@ impl<'r> ChainView<'r> {
     fn bound(&self, id: AttrId) -> Option<Value<'r>> {
         let (bag, binding) = self.binding(id)?;
         if let Some(read) = &binding.direct {
-            match bag.output.get(read.position) {
+            match bag.output.output().get(read.position) {
                 Some(v) if v.value_type() == read.ty => return Some(v),
                 None => {
                     if let Some(d) = &read.default {
@@ -135,10 +138,26 @@ impl Bag for ChainView<'_> {
     }
 }
 
+/// A stage's outputs for one request: lent by the thread's slot for the stage, or held.
+enum Held<'r> {
+    Slot(&'r dyn ApaOutput),
+    Arc(Arc<dyn ApaOutput>),
+}
+
+impl Held<'_> {
+    #[inline]
+    fn output(&self) -> &dyn ApaOutput {
+        match self {
+            Held::Slot(o) => *o,
+            Held::Arc(a) => &**a,
+        }
+    }
+}
+
 /// What one stage's bindings read: its outputs as `$out.*` (ids from `base` on) over the
 /// request as the stage saw it.
 struct StageBag<'r> {
-    output: Arc<dyn ApaOutput>,
+    output: Held<'r>,
     base: u32,
     view: ChainView<'r>,
 }
@@ -147,7 +166,7 @@ impl Bag for StageBag<'_> {
     #[inline]
     fn get(&self, id: AttrId) -> Option<Value<'_>> {
         match id.0.checked_sub(self.base) {
-            Some(pos) => self.output.get(pos as usize),
+            Some(pos) => self.output.output().get(pos as usize),
             None => self.view.get(id),
         }
     }
@@ -192,41 +211,47 @@ pub(crate) fn with_enriched<R>(
     then: impl FnOnce(&dyn Bag, ApaRunReport) -> R,
 ) -> R {
     let n = snapshot.apa.stages.len();
-    if n <= INLINE_STAGES {
-        let cells = [const { StageCell::new() }; INLINE_STAGES];
-        let run = Run {
-            snapshot,
-            input,
-            cells: &cells[..n],
-        };
-        run_chain(&run, ctx, then)
-    } else {
-        let cells: Vec<StageCell<'_>> = (0..n).map(|_| StageCell::new()).collect();
-        let run = Run {
-            snapshot,
-            input,
-            cells: &cells,
-        };
-        run_chain(&run, ctx, then)
-    }
+    reuse::with_slots(n, |slots| {
+        if n <= INLINE_STAGES {
+            let cells = [const { StageCell::new() }; INLINE_STAGES];
+            let run = Run {
+                snapshot,
+                input,
+                cells: &cells[..n],
+            };
+            run_chain(&run, slots, ctx, then)
+        } else {
+            let cells: Vec<StageCell<'_>> = (0..n).map(|_| StageCell::new()).collect();
+            let run = Run {
+                snapshot,
+                input,
+                cells: &cells,
+            };
+            run_chain(&run, slots, ctx, then)
+        }
+    })
 }
 
 fn run_chain<'r, R>(
     run: &'r Run<'r>,
+    slots: Option<&'r mut [Slot]>,
     ctx: &ApaContext<'_>,
     then: impl FnOnce(&dyn Bag, ApaRunReport) -> R,
 ) -> R {
     let snapshot = run.snapshot;
     let chain = &snapshot.apa;
     let mut report = ApaRunReport::default();
+    let mut slots = slots.map(|s| s.iter_mut());
     for ((i, stage), cell) in chain.stages.iter().enumerate().zip(run.cells) {
+        // Slot `i` is stage `i`'s, whether or not the stage runs.
+        let slot = slots.as_mut().and_then(Iterator::next);
         let view = ChainView { run, upto: i };
         // Stages reading nothing bound before them read the ingested attributes directly.
         let bag: &dyn Bag = if stage.reads_bound { &view } else { run.input };
         if !applies(stage, bag, &mut report) {
             continue;
         }
-        if let Some(output) = produce(snapshot, stage, bag, ctx, &mut report) {
+        if let Some(output) = produce(snapshot, stage, bag, ctx, &mut report, slot) {
             let _ = cell.bag.set(StageBag {
                 output,
                 base: chain.out_base,
@@ -241,6 +266,7 @@ fn run_chain<'r, R>(
     then(&enriched, report)
 }
 
+#[inline]
 fn applies(stage: &ApaStage, bag: &dyn Bag, report: &mut ApaRunReport) -> bool {
     let Some(predicates) = &stage.predicates else {
         return true;
@@ -252,87 +278,4 @@ fn applies(stage: &ApaStage, bag: &dyn Bag, report: &mut ApaRunReport) -> bool {
             false
         }
     })
-}
-
-/// The stage's outputs: from its cache or its handler. `None` when the handler failed (its
-/// failure is recorded in `report`).
-fn produce(
-    snapshot: &Snapshot,
-    stage: &ApaStage,
-    bag: &dyn Bag,
-    ctx: &ApaContext<'_>,
-    report: &mut ApaRunReport,
-) -> Option<Arc<dyn ApaOutput>> {
-    let instance = &snapshot.instances[stage.instance];
-    let n = instance.fields.len();
-    // A buffer just large enough: unused slots cost their drop too.
-    macro_rules! inline {
-        ($size:expr) => {{
-            let mut values = [const { Value::Bool(false) }; $size];
-            let values = &mut values[..n];
-            produce_with(snapshot, stage, instance, bag, ctx, report, values)
-        }};
-    }
-    match n {
-        0..=2 => inline!(2),
-        3..=4 => inline!(4),
-        5..=INLINE_FIELDS => inline!(INLINE_FIELDS),
-        _ => {
-            let mut values = vec![Value::Bool(false); n];
-            produce_with(snapshot, stage, instance, bag, ctx, report, &mut values)
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)] // one call site: `produce` with its values buffer
-fn produce_with<'b>(
-    snapshot: &Snapshot,
-    stage: &ApaStage,
-    instance: &'b CompiledInstance,
-    bag: &'b dyn Bag,
-    ctx: &ApaContext<'_>,
-    report: &mut ApaRunReport,
-    values: &mut [Value<'b>],
-) -> Option<Arc<dyn ApaOutput>> {
-    let entry = &snapshot.handlers[stage.handler];
-    let producer = entry.handler.as_attribute_producer()?;
-    let fail_close = entry.failure_policy == FailurePolicy::FailClose;
-    for (slot, field) in values.iter_mut().zip(&instance.fields) {
-        match field.expr.eval(bag, &mut ()) {
-            // The slot held a placeholder `Bool`: nothing to drop.
-            Ok(v) => std::mem::forget(std::mem::replace(slot, v)),
-            Err(error) => {
-                report.eval_errors += 1;
-                let e = InstanceError {
-                    instance: instance.name.to_string(),
-                    field: field.path.to_string(),
-                    error,
-                };
-                report.fail(fail_close, Status::new(Code::INTERNAL, e.to_string()));
-                return None;
-            }
-        }
-    }
-    let values = &*values;
-    let cache = &stage.cache;
-    let now = ctx.monotonic;
-    // Keys are built only once the adapter has returned a cacheable answer.
-    let mut key = cache.used().then(|| cache.key(values));
-    if let Some(out) = key.as_ref().and_then(|k| cache.get(k, now)) {
-        return Some(out);
-    }
-    let view = InstanceView { instance, values };
-    match producer.produce(&view, ctx) {
-        Ok(p) => {
-            if let Some(d) = p.cache_for.filter(|d| !d.is_zero()) {
-                let key = key.get_or_insert_with(|| cache.key(values));
-                cache.put(key, p.output.clone(), now.plus(d));
-            }
-            Some(p.output)
-        }
-        Err(status) => {
-            report.fail(fail_close, status);
-            None
-        }
-    }
 }

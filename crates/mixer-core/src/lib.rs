@@ -11,6 +11,7 @@ pub mod apa;
 pub mod audit;
 pub mod cache;
 pub mod config_builder;
+pub mod counter;
 pub mod decision;
 pub mod dispatch;
 pub mod instance;

@@ -22,8 +22,10 @@ use crate::adapter::{
 use crate::audit::{AuditSink, AuditSubject};
 use crate::cache::quota::{PrefetchOutcome, QuotaCache, QuotaCacheConfig};
 use crate::cache::{CheckCache, CheckCacheConfig, PreparedKey};
+use crate::counter::StripedCounter;
 use crate::decision::{Decision, DecisionBuilder};
 use crate::instance::{CompiledInstance, EvaluatedInstances, InstanceView};
+use crate::pal::MonoTime;
 use crate::pal::{Dispatcher, Platform};
 use crate::pending::{Abandoned, Poll};
 use crate::report_plan::ReportPlan;
@@ -35,11 +37,13 @@ use crate::status::{Code, Status};
 /// Counters of the pipeline's own activity.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
-    pub checks: AtomicU64,
+    /// Striped: bumped by every check on every thread.
+    pub checks: StripedCounter,
     pub checks_denied: AtomicU64,
     pub checks_pending: AtomicU64,
-    pub reports: AtomicU64,
-    pub report_instances: AtomicU64,
+    /// Striped: bumped by every report on every thread.
+    pub reports: StripedCounter,
+    pub report_instances: StripedCounter,
     /// Instances that could not be built (an expression failed) and were skipped or failed.
     pub instance_errors: AtomicU64,
     /// Rule predicates that failed to evaluate (the rule is treated as not matching).
@@ -639,16 +643,22 @@ impl Worker {
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
         let snapshot = self.pipeline.shared.current.load();
+        // One clock read per check: the chain's caches and the check cache see the same time.
+        let now = self.pipeline.shared.platform.clock.approximate_monotonic();
         if snapshot.apa.is_empty() {
-            return self.check_enriched(&snapshot, bag, on_complete);
+            return self.check_enriched(&snapshot, bag, now, on_complete);
         }
-        let ctx = self.apa_context();
+        let ctx = self.apa_context(now);
         crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
             self.count_apa(&report);
             match report.denial {
                 // A fail-close attribute producer failed: deny (never cached).
                 Some(status) => {
-                    PipelineStats::inc(&self.pipeline.shared.stats.checks);
+                    self.pipeline
+                        .shared
+                        .stats
+                        .checks
+                        .fetch_add(1, Ordering::Relaxed);
                     PipelineStats::inc(&self.pipeline.shared.stats.checks_denied);
                     let mut builder = DecisionBuilder::new();
                     builder.add(
@@ -661,14 +671,14 @@ impl Worker {
                         cache_hit: false,
                     })
                 }
-                None => self.check_enriched(&snapshot, enriched, on_complete),
+                None => self.check_enriched(&snapshot, enriched, now, on_complete),
             }
         })
     }
 
-    fn apa_context(&self) -> crate::adapter::ApaContext<'_> {
+    fn apa_context(&self, now: MonoTime) -> crate::adapter::ApaContext<'_> {
         let clock = &self.pipeline.shared.platform.clock;
-        crate::adapter::ApaContext::new(&self.dispatcher, &**clock, clock.approximate_monotonic())
+        crate::adapter::ApaContext::new(&self.dispatcher, &**clock, now)
     }
 
     fn count_apa(&self, report: &crate::apa::ApaRunReport) {
@@ -690,11 +700,12 @@ impl Worker {
         &self,
         snapshot: &Snapshot,
         bag: &dyn Bag,
+        now: MonoTime,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
         // Denials are counted where answers are delivered: here for inline answers, and by the
         // completion paths (`Settle`, `finish_quota`) for the others.
-        let started = self.check_audited(snapshot, bag, on_complete);
+        let started = self.check_audited(snapshot, bag, now, on_complete);
         if let CheckStart::Done(a) = &started
             && !a.is_allowed()
         {
@@ -707,14 +718,15 @@ impl Worker {
         &self,
         snapshot: &Snapshot,
         bag: &dyn Bag,
+        now: MonoTime,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
         // A plain load (no reference count traffic) on the common, unaudited path.
         if !self.pipeline.shared.audited.load(Ordering::Relaxed) {
-            return self.check_unaudited(snapshot, bag, on_complete);
+            return self.check_unaudited(snapshot, bag, now, on_complete);
         }
         let Some(sink) = self.pipeline.shared.audit.load_full() else {
-            return self.check_unaudited(snapshot, bag, on_complete);
+            return self.check_unaudited(snapshot, bag, now, on_complete);
         };
         let sink: Arc<dyn AuditSink> = Arc::clone(&sink);
         let subject = AuditSubject::of(
@@ -723,7 +735,7 @@ impl Worker {
             self.pipeline.shared.platform.clock.wall(),
         );
         let later = (subject.clone(), sink.clone());
-        let started = self.check_unaudited(snapshot, bag, move |a: CheckAnswer| {
+        let started = self.check_unaudited(snapshot, bag, now, move |a: CheckAnswer| {
             later.0.emit(&later.1, &a.decision, a.cache_hit);
             on_complete(a)
         });
@@ -737,11 +749,12 @@ impl Worker {
         &self,
         snapshot: &Snapshot,
         bag: &dyn Bag,
+        now: MonoTime,
         on_complete: impl FnOnce(CheckAnswer) + Send + 'static,
     ) -> CheckStart {
         let requests = snapshot.quota_specs.requests(bag);
         if requests.is_empty() {
-            return self.precondition(snapshot, bag, Box::new(on_complete));
+            return self.precondition(snapshot, bag, now, Box::new(on_complete));
         }
         let stage = Arc::new(Mutex::new(QuotaStage {
             pipeline: self.pipeline.clone(),
@@ -756,6 +769,7 @@ impl Worker {
         let started = self.precondition(
             snapshot,
             bag,
+            now,
             Box::new(move |pre: CheckAnswer| {
                 let owned = later.lock().bag.take();
                 let Some(owned) = owned else { return };
@@ -840,12 +854,12 @@ impl Worker {
         &self,
         snapshot: &Snapshot,
         bag: &dyn Bag,
+        now: MonoTime,
         on_complete: CheckCallback,
     ) -> CheckStart {
         let shared = &self.pipeline.shared;
         let stats = &shared.stats;
-        PipelineStats::inc(&stats.checks);
-        let now = shared.platform.clock.approximate_monotonic();
+        stats.checks.fetch_add(1, Ordering::Relaxed);
         if let Some(decision) = shared.check_cache.lookup(bag, now) {
             return CheckStart::Done(CheckAnswer {
                 decision,
@@ -1202,7 +1216,7 @@ impl Worker {
         if plan.snapshot.apa.is_empty() {
             return self.report_enriched(&plan, bag);
         }
-        let ctx = self.apa_context();
+        let ctx = self.apa_context(self.pipeline.shared.platform.clock.approximate_monotonic());
         crate::apa::with_enriched(&plan.snapshot, bag, &ctx, |enriched, report| {
             self.count_apa(&report);
             self.report_enriched(&plan, enriched)
@@ -1264,7 +1278,7 @@ impl Worker {
         if snapshot.apa.is_empty() {
             return self.mutation_stream_enriched(&snapshot, bag, direction);
         }
-        let ctx = self.apa_context();
+        let ctx = self.apa_context(self.pipeline.shared.platform.clock.approximate_monotonic());
         crate::apa::with_enriched(&snapshot, bag, &ctx, |enriched, report| {
             self.count_apa(&report);
             self.mutation_stream_enriched(&snapshot, enriched, direction)

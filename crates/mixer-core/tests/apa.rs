@@ -1,5 +1,6 @@
 //! The attribute-producing chain through the pipeline, with a test producer for the
-//! `kubernetes` template: bindings, chain order, predicates, caching per input, failure
+//! `kubernetes` template: bindings, chain order, predicates, caching per input, reuse of a
+//! thread's last outputs, failure
 //! policy, overlap validation, and the check cache keyed on produced attributes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +32,8 @@ struct Lookup {
 struct LookupHandler {
     calls: Arc<AtomicU64>,
     cache_ms: u64,
+    /// `params.reusable`: outputs depend on the values and [`GENERATION`] only.
+    reusable: bool,
     /// `params.wrong_type`: `source_pod_name` comes out as an INT64.
     wrong_type: bool,
     uid: usize,
@@ -58,6 +61,7 @@ impl Adapter for Lookup {
         Ok(Arc::new(LookupHandler {
             calls: self.calls.clone(),
             cache_ms: c.params["cache_ms"].as_u64().unwrap_or(0),
+            reusable: c.params["reusable"].as_bool().unwrap_or(false),
             wrong_type: c.params["wrong_type"].as_bool().unwrap_or(false),
             uid: c.instances[0].position("source_uid").unwrap(),
             name_out: out("source_pod_name"),
@@ -95,9 +99,17 @@ impl AttributeProducer for LookupHandler {
         Ok(Produced {
             output: Arc::new(out),
             cache_for: (self.cache_ms > 0).then(|| StdDuration::from_millis(self.cache_ms)),
+            reusable: self.reusable,
         })
     }
+
+    fn generation(&self) -> u64 {
+        GENERATION.load(Ordering::Relaxed)
+    }
 }
+
+/// The lookup handlers' generation (what reusable outputs depend on besides the values).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Denies when `value` (a listentry field) equals `params.deny`.
 struct Gate;
@@ -272,6 +284,42 @@ fn outputs_are_cached_per_input_when_the_adapter_allows() {
     );
     let stage = &p.snapshot().apa.stages[0];
     assert_eq!(stage.cache.hits.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn reusable_outputs_are_kept_per_thread_for_the_same_values_and_generation() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut cfg = config(0, false);
+    cfg.handlers[0] = handler("lookup", "lookup", json!({ "reusable": true }));
+    let (vt, p) = setup(&cfg, &calls);
+    let produced = || calls.load(Ordering::Relaxed);
+    for _ in 0..3 {
+        assert_eq!(check(&vt, &p, "blocked").0, Code::PERMISSION_DENIED);
+    }
+    assert_eq!(produced(), 1, "the thread's last outputs are reused");
+    assert_eq!(check(&vt, &p, "reviews").0, Code::OK);
+    assert_eq!(produced(), 2, "other values");
+    assert_eq!(check(&vt, &p, "blocked").0, Code::PERMISSION_DENIED);
+    assert_eq!(produced(), 3, "a thread keeps one per stage");
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    assert_eq!(check(&vt, &p, "blocked").0, Code::PERMISSION_DENIED);
+    assert_eq!(produced(), 4, "a new generation");
+    std::thread::scope(|s| {
+        let other = s.spawn(|| check(&vt, &p, "blocked").0);
+        assert_eq!(other.join().unwrap(), Code::PERMISSION_DENIED);
+    });
+    assert_eq!(produced(), 5, "another thread has its own");
+    check(&vt, &p, "blocked");
+    assert_eq!(produced(), 5, "this thread's is still kept");
+    // Another snapshot of the same config never sees this one's.
+    let (vt2, p2) = setup(&cfg, &calls);
+    assert_eq!(check(&vt2, &p2, "blocked").0, Code::PERMISSION_DENIED);
+    assert_eq!(produced(), 6);
+    // Not cacheable outputs are never kept.
+    let (vt3, p3) = setup(&config(0, false), &calls);
+    check(&vt3, &p3, "blocked");
+    check(&vt3, &p3, "blocked");
+    assert_eq!(produced(), 8);
 }
 
 #[test]

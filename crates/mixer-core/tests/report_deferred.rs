@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mixer_attr::{Attributes, StringMap, StringMapRef, Timestamp, Value, well_known as wk};
@@ -378,8 +378,8 @@ fn deferred(capacity: usize) -> Option<ReportQueueOptions> {
     })
 }
 
-fn stat(p: &Pipeline, f: impl Fn(&PipelineStats) -> &AtomicU64) -> u64 {
-    f(p.stats()).load(Ordering::Relaxed)
+fn stat(p: &Pipeline, f: impl Fn(&PipelineStats) -> u64) -> u64 {
+    f(p.stats())
 }
 
 #[test]
@@ -465,17 +465,20 @@ fn deferred_reports_give_handlers_exactly_what_inline_ones_give() {
         assert!(text.contains(needle), "{needle} never reported");
     }
     let (p, q) = (&inline.pipeline, &later.pipeline);
-    let counters: [fn(&PipelineStats) -> &AtomicU64; 4] = [
-        |s| &s.reports,
-        |s| &s.report_instances,
-        |s| &s.instance_errors,
-        |s| &s.match_errors,
+    let counters: [fn(&PipelineStats) -> u64; 4] = [
+        |s| s.reports.load(Ordering::Relaxed),
+        |s| s.report_instances.load(Ordering::Relaxed),
+        |s| s.instance_errors.load(Ordering::Relaxed),
+        |s| s.match_errors.load(Ordering::Relaxed),
     ];
     for f in counters {
         assert_eq!(stat(p, f), stat(q, f));
     }
-    assert_eq!(stat(q, |s| &s.reports_deferred), 300);
-    assert_eq!(stat(q, |s| &s.instance_errors), errors as u64);
+    assert_eq!(stat(q, |s| s.reports_deferred.load(Ordering::Relaxed)), 300);
+    assert_eq!(
+        stat(q, |s| s.instance_errors.load(Ordering::Relaxed)),
+        errors as u64
+    );
 }
 
 #[test]
@@ -492,7 +495,10 @@ fn a_full_queue_drops_counts_and_logs_at_a_bounded_rate() {
         .collect();
     assert!(outcomes[..10].iter().all(|o| *o == (true, false)));
     assert!(outcomes[10..].iter().all(|o| *o == (false, true)));
-    assert_eq!(stat(&s.pipeline, |s| &s.reports_dropped), 15);
+    assert_eq!(
+        stat(&s.pipeline, |s| s.reports_dropped.load(Ordering::Relaxed)),
+        15
+    );
     let drops = |log: &MemoryLog| {
         log.lines()
             .into_iter()
@@ -512,9 +518,12 @@ fn a_full_queue_drops_counts_and_logs_at_a_bounded_rate() {
     );
     // The queued ones are all delivered; the queue takes reports again.
     s.pipeline.flush();
-    assert_eq!(stat(&s.pipeline, |s| &s.reports), 10);
+    assert_eq!(stat(&s.pipeline, |s| s.reports.load(Ordering::Relaxed)), 10);
     assert!(w.report(&bag).deferred);
-    assert_eq!(stat(&s.pipeline, |s| &s.reports_dropped), 16);
+    assert_eq!(
+        stat(&s.pipeline, |s| s.reports_dropped.load(Ordering::Relaxed)),
+        16
+    );
 }
 
 #[test]
@@ -656,7 +665,10 @@ fn swaps_under_load_lose_nothing() {
     s.pipeline.flush();
     let seen = s.recorder.seen.lock();
     assert_eq!(seen.len(), 6000);
-    assert_eq!(stat(&s.pipeline, |s| &s.reports_dropped), 0);
+    assert_eq!(
+        stat(&s.pipeline, |s| s.reports_dropped.load(Ordering::Relaxed)),
+        0
+    );
     let sum: i64 = seen.iter().map(|x| int_field(&x.2, "value")).sum();
     assert_eq!(sum, 2 * (0..3000).sum::<i64>());
 }
@@ -820,6 +832,7 @@ impl mixer_core::adapter::AttributeProducer for LookupHandler {
         Ok(mixer_core::adapter::Produced {
             output: Arc::new(out),
             cache_for: None,
+            reusable: false,
         })
     }
 }

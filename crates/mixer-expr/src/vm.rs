@@ -211,14 +211,7 @@ const EMPTY: Value<'static> = Value::Bool(false);
 /// True for values that own heap memory (an owned string, a shared map).
 #[inline(always)]
 fn owns(v: &Value<'_>) -> bool {
-    matches!(
-        v,
-        Value::String(Cow::Owned(_))
-            | Value::EmailAddress(Cow::Owned(_))
-            | Value::Uri(Cow::Owned(_))
-            | Value::DnsName(Cow::Owned(_))
-            | Value::StringMap(StringMapRef::Shared(_))
-    )
+    v.owns_memory()
 }
 
 /// Drops a value, calling the out-of-line destructor only when it owns memory.
@@ -493,6 +486,18 @@ impl Program {
                 };
             }
             Shape::AttrOr(id, ty, c) => {
+                // The common case first: a stored value of the right type, or none stored.
+                match bag.get_stored(id) {
+                    Some(Some(v)) if v.value_type() == ty => {
+                        refs.attribute(id, true);
+                        return Ok(v.reborrow());
+                    }
+                    Some(None) => {
+                        refs.attribute(id, false);
+                        return self.constant(c);
+                    }
+                    _ => {}
+                }
                 return match self.load(bag, refs, id, ty)? {
                     Some(v) => Ok(v),
                     None => self.constant(c),

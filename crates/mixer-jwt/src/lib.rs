@@ -222,6 +222,7 @@ impl AttributeProducer for JwtHandler {
                 Ok(Produced {
                     output: Arc::new(output::outputs(&v, &self.positions)),
                     cache_for: self.cache_for(v.exp, now_secs),
+                    reusable: false,
                 })
             }
             Err(r) => {

@@ -36,7 +36,6 @@ pub mod inventory;
 pub mod objects;
 mod output;
 mod params;
-mod recent;
 mod store;
 mod yaml;
 
@@ -86,20 +85,6 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// Every input position, in a fixed order.
-    fn positions(&self) -> impl Iterator<Item = Option<usize>> {
-        [
-            self.source_uid,
-            self.source_ip,
-            self.destination_uid,
-            self.destination_ip,
-            self.destination_port,
-            self.origin_uid,
-            self.origin_ip,
-        ]
-        .into_iter()
-    }
-
     fn of(i: &CompiledInstance) -> Inputs {
         Inputs {
             source_uid: i.position("source_uid"),
@@ -176,7 +161,7 @@ impl Adapter for KubernetesEnv {
         let shared = Arc::new(Shared {
             name: config.name.to_string(),
             inventory: ArcSwap::from_pointee(Inventory::default()),
-            version: AtomicU64::new(recent::next_version()),
+            version: AtomicU64::new(store::next_version()),
             stats: Stats::default(),
             cluster_domain: settings.cluster_domain,
             sources: Mutex::new(sources),
@@ -264,15 +249,13 @@ impl KubeEnvHandler {
 impl AttributeProducer for KubeEnvHandler {
     fn produce(&self, view: &InstanceView<'_>, _: &ApaContext<'_>) -> Result<Produced, Status> {
         let inputs = self.inputs_for(view.instance);
-        // Read before the inventory: a lookup remembered under this version may come from a
-        // newer inventory, never an older one.
-        let version = self.shared.version.load(Ordering::Acquire);
-        let output = recent::get_or(
-            version,
-            || inputs.positions().map(|p| p.and_then(|p| view.at(p))),
-            || self.look_up(view, &inputs),
-        );
-        Ok(Produced::uncached(output))
+        // The answer depends on the inputs and the inventory version only: the pipeline keeps
+        // each thread's last one and reuses it for the same inputs in the same version.
+        Ok(Produced::reusable(self.look_up(view, &inputs)))
+    }
+
+    fn generation(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
     }
 
     fn active(&self) -> bool {

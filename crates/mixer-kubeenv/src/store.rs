@@ -61,10 +61,19 @@ pub(crate) struct Sources {
     pub api_services: HashMap<String, Service>,
 }
 
+/// Inventory versions, unique in the process: a version names one inventory of one handler.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// A version no inventory had before.
+pub(crate) fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
 pub(crate) struct Shared {
     pub name: String,
     pub inventory: ArcSwap<Inventory>,
-    /// The version of `inventory` ([`crate::recent`]): set after each swap.
+    /// The version of `inventory`, unique in the process (the handler's generation: outputs
+    /// the pipeline keeps for reuse are tied to it). Set after each swap.
     pub version: AtomicU64,
     pub stats: Stats,
     pub cluster_domain: String,
@@ -88,8 +97,7 @@ impl Shared {
             )
         };
         self.inventory.store(Arc::new(inventory));
-        self.version
-            .store(crate::recent::next_version(), Ordering::Release);
+        self.version.store(next_version(), Ordering::Release);
         bump(&self.stats.publishes);
     }
 

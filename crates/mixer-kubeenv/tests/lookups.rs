@@ -1,6 +1,6 @@
 //! Lookups on an inventory file: by uid and by IP, workload and owner derivation, the
 //! destination's service by selector and container by port, nothing for unknown pods, an
-//! inactive handler without sources, params errors, and lookups repeated on one thread.
+//! inactive handler without sources, params errors, and repeated lookups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -333,9 +333,10 @@ fn bad_params_name_their_field() {
 }
 
 #[test]
-fn repeated_and_alternating_lookups_on_one_thread_each_get_their_own_pods() {
-    // A thread reuses its last lookup for the same inputs: alternating inputs, two handlers and
-    // the same inputs in another role must never be answered from it.
+fn repeated_and_alternating_lookups_each_get_their_own_pods() {
+    // Outputs are declared reusable per inputs and inventory version: repeated inputs give the
+    // same outputs, and alternating inputs, two handlers and the same IP in another role each
+    // get their own.
     let (a, b) = (bookinfo(), bookinfo());
     let name = |out: &std::collections::BTreeMap<String, mixer_attr::Value<'static>>, k: &str| {
         out.get(k).and_then(|v| v.as_str().map(str::to_string))

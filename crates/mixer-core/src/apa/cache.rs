@@ -1,14 +1,12 @@
 //! Per-stage output cache of the attribute-producing chain: outputs reused per identical
-//! instance values for adapters that return a `cache_for` duration.
+//! instance values for adapters that return a `cache_for` duration, shared by all threads.
 //!
 //! Keys are the full instance values (never only a hash): an instance with a single STRING
 //! field (a JWT stage's token) is keyed by the string's bytes in place, without a copy; any
 //! other instance by its values encoded into a reused per-thread buffer.
 //!
-//! Each thread keeps its few most recently used entries in front of the shared, sharded LRU:
-//! a request repeating a recent key (a client's token on its next request) is answered by one
-//! comparison of the key bytes, without hashing the key or taking a lock. Entries there expire
-//! like the shared ones and belong to one cache (a new snapshot's caches never see them).
+//! Each thread's last outputs per stage sit in front of this cache ([`super::reuse`]): a
+//! request repeating the thread's previous values never gets here.
 
 use std::cell::RefCell;
 use std::num::NonZeroUsize;
@@ -22,12 +20,11 @@ use parking_lot::Mutex;
 use crate::adapter::ApaOutput;
 use crate::cache::hashed::{HashedKey, KeyView, PassThroughState, Probe, hash_bytes, shard_index};
 use crate::cache::key::encode_value;
+use crate::counter::StripedCounter;
 use crate::pal::MonoTime;
 
 const CACHE_SHARDS: usize = 8;
 const CACHE_ENTRIES_PER_SHARD: usize = 512;
-/// Entries each thread keeps in front of the shared caches (all stages together).
-const RECENT_SLOTS: usize = 4;
 
 /// Identifies caches in the per-thread entries (never reused within the process).
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
@@ -53,7 +50,8 @@ pub struct ApaCache {
     id: u64,
     form: KeyForm,
     shards: Vec<CacheShard>,
-    pub hits: AtomicU64,
+    /// Striped: bumped by every request the cache answers.
+    pub hits: StripedCounter,
     pub misses: AtomicU64,
 }
 
@@ -73,66 +71,9 @@ impl Default for ApaCache {
     }
 }
 
-/// One of a thread's recently used entries.
-struct Recent {
-    cache: u64,
-    key: Box<[u8]>,
-    out: Arc<dyn ApaOutput>,
-    expires: MonoTime,
-}
-
-/// A thread's recently used entries, replaced round-robin.
-struct RecentSet {
-    slots: [Option<Recent>; RECENT_SLOTS],
-    next: usize,
-}
-
-impl RecentSet {
-    /// The unexpired outputs of `key` in `cache` (an expired entry is dropped).
-    fn find(&mut self, cache: u64, key: &[u8], now: MonoTime) -> Option<Arc<dyn ApaOutput>> {
-        let slot = self.slots.iter_mut().find(|r| {
-            r.as_ref()
-                .is_some_and(|r| r.cache == cache && *r.key == *key)
-        })?;
-        match slot {
-            Some(r) if r.expires > now => Some(r.out.clone()),
-            _ => {
-                *slot = None;
-                None
-            }
-        }
-    }
-
-    fn insert(&mut self, cache: u64, key: &[u8], out: Arc<dyn ApaOutput>, expires: MonoTime) {
-        // The same key again (an expired entry produced anew) takes its old slot.
-        let slot = match self.slots.iter().position(|r| {
-            r.as_ref()
-                .is_some_and(|r| r.cache == cache && *r.key == *key)
-        }) {
-            Some(i) => i,
-            None => {
-                let i = self.next % RECENT_SLOTS;
-                self.next = i + 1;
-                i
-            }
-        };
-        if let Some(s) = self.slots.get_mut(slot) {
-            *s = Some(Recent {
-                cache,
-                key: key.into(),
-                out,
-                expires,
-            });
-        }
-    }
-}
-
 thread_local! {
     /// Encoding buffer, taken while a key is alive (so a nested run gets its own).
     static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static RECENT: RefCell<RecentSet> = const {
-        RefCell::new(RecentSet { slots: [const { None }; RECENT_SLOTS], next: 0 })
-    };
 }
 
 /// The cache key of one request's instance values (hashed only when the shared cache is
@@ -179,9 +120,21 @@ impl ApaCache {
             shards: (0..CACHE_SHARDS)
                 .map(|_| Mutex::new(LruCache::with_hasher(cap, PassThroughState::default())))
                 .collect(),
-            hits: AtomicU64::new(0),
+            hits: StripedCounter::new(),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// Unique to this cache, hence to its stage of one snapshot.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How keys are built from instance values.
+    #[inline]
+    pub(crate) fn form(&self) -> KeyForm {
+        self.form
     }
 
     /// Whether the adapter ever returned a cacheable answer (before that, no key is built).
@@ -208,25 +161,23 @@ impl ApaCache {
         }
     }
 
-    /// The unexpired outputs stored under `key`.
-    pub(crate) fn get(&self, key: &Key<'_>, now: MonoTime) -> Option<Arc<dyn ApaOutput>> {
+    /// The unexpired outputs stored under `key`, and when they expire.
+    pub(crate) fn get(
+        &self,
+        key: &Key<'_>,
+        now: MonoTime,
+    ) -> Option<(Arc<dyn ApaOutput>, MonoTime)> {
         let bytes = key.bytes()?;
-        let recent = RECENT.with(|r| r.try_borrow_mut().ok()?.find(self.id, bytes, now));
-        if let Some(out) = recent {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Some(out);
-        }
         let hash = hash_bytes(bytes);
         let probe = Probe { hash, bytes };
         let probe = &probe as &dyn KeyView;
         let mut shard = self.shards[shard_index(hash, self.shards.len())].lock();
         match shard.get(probe) {
             Some((out, expires)) if *expires > now => {
-                let (out, expires) = (out.clone(), *expires);
+                let found = (out.clone(), *expires);
                 drop(shard);
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                self.remember(bytes, out.clone(), expires);
-                Some(out)
+                Some(found)
             }
             Some(_) => {
                 shard.pop(probe);
@@ -250,19 +201,9 @@ impl ApaCache {
         self.used.store(true, Ordering::Relaxed);
         let hash = hash_bytes(bytes);
         let i = shard_index(hash, self.shards.len());
-        self.remember(bytes, out.clone(), expires);
         self.shards[i]
             .lock()
             .put(HashedKey::new(hash, bytes), (out, expires));
-    }
-
-    /// Keeps the entry among this thread's recent ones.
-    fn remember(&self, key: &[u8], out: Arc<dyn ApaOutput>, expires: MonoTime) {
-        RECENT.with(|r| {
-            if let Ok(mut r) = r.try_borrow_mut() {
-                r.insert(self.id, key, out, expires);
-            }
-        });
     }
 }
 
@@ -299,28 +240,19 @@ mod tests {
     }
 
     #[test]
-    fn recent_entries_belong_to_one_cache_and_expire() {
+    fn caches_keep_their_own_entries() {
         let (one, two) = (ApaCache::new(KeyForm::Raw), ApaCache::new(KeyForm::Raw));
         let a = [Value::String(Cow::Borrowed("token"))];
         one.put(&one.key(&a), out(), MonoTime(10));
-        assert!(one.get(&one.key(&a), MonoTime(1)).is_some());
+        assert_eq!(
+            one.get(&one.key(&a), MonoTime(1)).map(|(_, e)| e),
+            Some(MonoTime(10))
+        );
         assert!(
             two.get(&two.key(&a), MonoTime(1)).is_none(),
             "another cache's entry"
         );
-        // More keys than a thread keeps in front: the shared cache still answers.
-        let keys: Vec<[Value<'_>; 1]> = (0..2 * RECENT_SLOTS)
-            .map(|i| [Value::String(Cow::Owned(format!("t{i}")))])
-            .collect();
-        for k in &keys {
-            one.put(&one.key(k), out(), MonoTime(10));
-        }
-        for k in &keys {
-            assert!(one.get(&one.key(k), MonoTime(1)).is_some());
-        }
-        assert!(one.get(&one.key(&a), MonoTime(1)).is_some());
-        assert!(one.get(&one.key(&a), MonoTime(10)).is_none(), "expired");
-        assert_eq!(one.misses.load(Ordering::Relaxed), 1);
+        assert_eq!(one.misses.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -230,6 +230,10 @@ impl Direct {
         );
         let produced = self.handler().produce(&view, &ctx).unwrap();
         assert_eq!(produced.cache_for, None, "lookups are not cached");
+        assert!(
+            produced.reusable,
+            "but reusable for the same inputs and version"
+        );
         let outputs = instance.template.outputs;
         outputs
             .iter()

@@ -114,8 +114,9 @@ impl Bag for ChainView<'_> {
     }
     #[inline]
     fn get_stored(&self, id: AttrId) -> Option<Option<&Value<'_>>> {
-        // Bound values are not stored: the reader calls `get`.
-        match self.binding(id) {
+        // Bound values are not stored: the reader calls `get` (which lets the ingested value
+        // show through when the binding's stage did not produce).
+        match self.run.snapshot.apa.binding_of(id) {
             Some(_) => None,
             None => self.run.input.get_stored(id),
         }

@@ -131,12 +131,6 @@ impl ApaCache {
         self.id
     }
 
-    /// How keys are built from instance values.
-    #[inline]
-    pub(crate) fn form(&self) -> KeyForm {
-        self.form
-    }
-
     /// Whether the adapter ever returned a cacheable answer (before that, no key is built).
     #[inline]
     pub(crate) fn used(&self) -> bool {

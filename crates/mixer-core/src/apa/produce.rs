@@ -66,7 +66,7 @@ impl Stage<'_> {
         instance: &'b CompiledInstance,
         bag: &'b dyn Bag,
         report: &mut ApaRunReport,
-        mut slot: Option<&'r mut Slot>,
+        slot: Option<&'r mut Slot>,
         values: &mut [Value<'b>],
     ) -> Option<Held<'r>> {
         let entry = &self.snapshot.handlers[self.stage.handler];
@@ -94,12 +94,9 @@ impl Stage<'_> {
         let cache = &self.stage.cache;
         let now = self.ctx.monotonic;
         let id = cache.id();
-        let key = slot
-            .as_deref_mut()
-            .and_then(|s| s.key_for(cache.form(), values));
-        let hit = match (slot.as_deref(), key) {
-            (Some(s), Some(k)) => s.hit(id, generation, k, now).is_some(),
-            _ => false,
+        let hit = match slot.as_deref() {
+            Some(s) => s.hit(id, generation, values, now).is_some(),
+            None => false,
         };
         if hit {
             if cache.used() {
@@ -110,8 +107,10 @@ impl Stage<'_> {
             let kept: &'r Slot = slot?;
             return kept.output().map(Held::Slot);
         }
-        let lend = |expires, output| match (slot, key) {
-            (Some(s), Some(k)) => Held::Slot(s.keep(id, generation, k, expires, output)),
+        let lend = |expires, output| match slot {
+            Some(s) if Slot::keeps(values) => {
+                Held::Slot(s.keep(id, generation, values, expires, output))
+            }
             _ => Held::Arc(output),
         };
         // Shared-cache keys are built only once the adapter has returned a cacheable answer.

@@ -14,14 +14,13 @@
 //! [`Produced::reusable`]: crate::adapter::Produced::reusable
 //! [`generation`]: crate::adapter::AttributeProducer::generation
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use mixer_attr::Value;
 
-use super::cache::KeyForm;
 use crate::adapter::ApaOutput;
-use crate::cache::key::encode_value;
 use crate::pal::MonoTime;
 
 /// One stage's last outputs on one thread.
@@ -31,61 +30,56 @@ pub(crate) struct Slot {
     generation: u64,
     /// `None`: valid while the generation holds.
     expires: Option<MonoTime>,
-    key: Vec<u8>,
-    /// Encoding buffer for the request's key (swapped with `key` when it is stored).
-    probe: Vec<u8>,
+    /// The instance values the outputs are for (strings in buffers reused from one request to
+    /// the next).
+    values: Vec<Value<'static>>,
     output: Option<Arc<dyn ApaOutput>>,
 }
 
-/// A request's key for a slot: the single string's bytes in place (raw form), or the values
-/// encoded into the slot's probe buffer.
-#[derive(Clone, Copy)]
-pub(crate) enum SlotKey<'v> {
-    Raw(&'v [u8]),
-    Probe,
+/// Whether a kept value and a request's are the same (maps are never compared: instances with
+/// a map field are not kept).
+#[inline]
+fn same(kept: &Value<'_>, v: &Value<'_>) -> bool {
+    match (kept, v) {
+        (Value::String(a), Value::String(b))
+        | (Value::EmailAddress(a), Value::EmailAddress(b))
+        | (Value::Uri(a), Value::Uri(b))
+        | (Value::DnsName(a), Value::DnsName(b)) => a.as_bytes() == b.as_bytes(),
+        (Value::Int64(a), Value::Int64(b)) => a == b,
+        (Value::Double(a), Value::Double(b)) => a.to_bits() == b.to_bits(),
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
+        (Value::Duration(a), Value::Duration(b)) => a == b,
+        (Value::IpAddress(a), Value::IpAddress(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Copies `v` into `kept`, reusing `kept`'s string buffer when both are strings.
+fn copy_into(kept: &mut Value<'static>, v: &Value<'_>) {
+    if let (Value::String(Cow::Owned(buf)), Value::String(s)) = (&mut *kept, v) {
+        buf.clear();
+        buf.push_str(s);
+    } else {
+        *kept = v.reborrow().into_owned();
+    }
 }
 
 impl Slot {
-    /// Builds the request's key for `values` (`None`: such values are not reused).
-    #[inline]
-    pub(crate) fn key_for<'v>(
-        &mut self,
-        form: KeyForm,
-        values: &'v [Value<'_>],
-    ) -> Option<SlotKey<'v>> {
-        match (form, values) {
-            (KeyForm::Raw, [Value::String(s)]) => Some(SlotKey::Raw(s.as_bytes())),
-            (KeyForm::Raw, _) => None,
-            (KeyForm::Encoded, _) => {
-                self.probe.clear();
-                for v in values {
-                    encode_value(&mut self.probe, v);
-                }
-                Some(SlotKey::Probe)
-            }
-        }
-    }
-
-    fn key_bytes<'a>(&'a self, key: SlotKey<'a>) -> &'a [u8] {
-        match key {
-            SlotKey::Raw(b) => b,
-            SlotKey::Probe => &self.probe,
-        }
-    }
-
-    /// The kept outputs, when they are `stage`'s for `key` in `generation` and unexpired.
+    /// The kept outputs, when they are `stage`'s for `values` in `generation` and unexpired.
     #[inline]
     pub(crate) fn hit(
         &self,
         stage: u64,
         generation: u64,
-        key: SlotKey<'_>,
+        values: &[Value<'_>],
         now: MonoTime,
     ) -> Option<&dyn ApaOutput> {
         let fresh = self.stage == stage
             && self.generation == generation
             && self.expires.is_none_or(|e| e > now)
-            && self.key == self.key_bytes(key);
+            && self.values.len() == values.len()
+            && self.values.iter().zip(values).all(|(k, v)| same(k, v));
         if fresh { self.output.as_deref() } else { None }
     }
 
@@ -94,22 +88,28 @@ impl Slot {
         self.output.as_deref()
     }
 
-    /// Keeps `output` as `stage`'s for `key` in `generation`, until `expires` (`None`: while
-    /// the generation holds), and lends it back.
+    /// Whether outputs for `values` can be kept (not when a value is a map).
+    #[inline]
+    pub(crate) fn keeps(values: &[Value<'_>]) -> bool {
+        !values.iter().any(|v| matches!(v, Value::StringMap(_)))
+    }
+
+    /// Keeps `output` as `stage`'s for `values` in `generation`, until `expires` (`None`:
+    /// while the generation holds), and lends it back.
     pub(crate) fn keep(
         &mut self,
         stage: u64,
         generation: u64,
-        key: SlotKey<'_>,
+        values: &[Value<'_>],
         expires: Option<MonoTime>,
         output: Arc<dyn ApaOutput>,
     ) -> &dyn ApaOutput {
-        match key {
-            SlotKey::Raw(b) => {
-                self.key.clear();
-                self.key.extend_from_slice(b);
+        self.values.truncate(values.len());
+        for (i, v) in values.iter().enumerate() {
+            match self.values.get_mut(i) {
+                Some(kept) => copy_into(kept, v),
+                None => self.values.push(v.reborrow().into_owned()),
             }
-            SlotKey::Probe => std::mem::swap(&mut self.key, &mut self.probe),
         }
         self.stage = stage;
         self.generation = generation;
@@ -155,32 +155,41 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_answers_for_its_stage_key_generation_and_time_only() {
+    fn a_slot_answers_for_its_stage_values_generation_and_time_only() {
         let mut slot = Slot::default();
         let a = [Value::str("x"), Value::Int64(1)];
-        let b = [Value::str("x"), Value::Int64(2)];
-        let k = slot.key_for(KeyForm::Encoded, &a).unwrap();
-        assert!(slot.hit(7, 0, k, MonoTime(0)).is_none(), "empty");
-        slot.keep(7, 3, k, Some(MonoTime(10)), out());
-        let k = slot.key_for(KeyForm::Encoded, &a).unwrap();
-        assert!(slot.hit(7, 3, k, MonoTime(9)).is_some());
-        assert!(slot.hit(8, 3, k, MonoTime(9)).is_none(), "another stage");
+        assert!(slot.hit(7, 0, &a, MonoTime(0)).is_none(), "empty");
+        slot.keep(7, 3, &a, Some(MonoTime(10)), out());
+        assert!(slot.hit(7, 3, &a, MonoTime(9)).is_some());
+        assert!(slot.hit(8, 3, &a, MonoTime(9)).is_none(), "another stage");
         assert!(
-            slot.hit(7, 4, k, MonoTime(9)).is_none(),
+            slot.hit(7, 4, &a, MonoTime(9)).is_none(),
             "another generation"
         );
-        assert!(slot.hit(7, 3, k, MonoTime(10)).is_none(), "expired");
-        let k = slot.key_for(KeyForm::Encoded, &b).unwrap();
-        assert!(slot.hit(7, 3, k, MonoTime(9)).is_none(), "other values");
-        // Raw keys: the string itself; other values are not kept.
-        let t = [Value::str("token")];
-        let k = slot.key_for(KeyForm::Raw, &t).unwrap();
-        slot.keep(9, 0, k, None, out());
-        assert!(slot.hit(9, 0, k, MonoTime(u64::MAX)).is_some(), "no expiry");
-        let u = [Value::str("token2")];
-        let k = slot.key_for(KeyForm::Raw, &u).unwrap();
-        assert!(slot.hit(9, 0, k, MonoTime(0)).is_none());
-        assert!(slot.key_for(KeyForm::Raw, &[Value::Int64(1)]).is_none());
+        assert!(slot.hit(7, 3, &a, MonoTime(10)).is_none(), "expired");
+        for other in [
+            vec![Value::str("x"), Value::Int64(2)],
+            vec![Value::str("x1"), Value::Int64(1)],
+            vec![Value::str("x")],
+            vec![Value::str("x"), Value::Int64(1), Value::Bool(true)],
+            vec![Value::Uri("x".into()), Value::Int64(1)],
+        ] {
+            assert!(slot.hit(7, 3, &other, MonoTime(9)).is_none(), "{other:?}");
+        }
+        // Kept strings reuse their buffers; values of other types replace them.
+        let b = [Value::String("longer".into()), Value::Int64(1)];
+        slot.keep(7, 3, &b, None, out());
+        assert!(
+            slot.hit(7, 3, &b, MonoTime(u64::MAX)).is_some(),
+            "no expiry"
+        );
+        let c = [Value::Int64(5)];
+        slot.keep(7, 3, &c, None, out());
+        assert!(slot.hit(7, 3, &c, MonoTime(0)).is_some());
+        assert!(slot.hit(7, 3, &b, MonoTime(0)).is_none());
+        // Maps are never compared, so never kept.
+        let m = [Value::StringMap(mixer_attr::StringMapRef::empty())];
+        assert!(!Slot::keeps(&m) && Slot::keeps(&c));
     }
 
     #[test]

@@ -100,8 +100,16 @@ impl<'r> ChainView<'r> {
                 Some(_) => {}
             }
         }
-        binding.expr.eval(bag, &mut ()).ok()
+        interpret(bag, binding)
     }
+}
+
+/// A binding the direct read does not settle, through the interpreter (kept out of line: the
+/// direct read is the common case).
+#[cold]
+#[inline(never)]
+fn interpret<'r>(bag: &'r StageBag<'r>, binding: &'r ApaBinding) -> Option<Value<'r>> {
+    binding.expr.eval(bag, &mut ()).ok()
 }
 
 impl Bag for ChainView<'_> {

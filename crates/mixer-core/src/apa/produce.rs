@@ -53,6 +53,25 @@ pub(super) fn produce<'r>(
     }
 }
 
+/// Records that `instance`'s `field` failed to evaluate.
+#[cold]
+#[inline(never)]
+fn instance_failed(
+    report: &mut ApaRunReport,
+    fail_close: bool,
+    instance: &CompiledInstance,
+    field: &str,
+    error: mixer_expr::EvalError,
+) {
+    report.eval_errors += 1;
+    let e = InstanceError {
+        instance: instance.name.to_string(),
+        field: field.to_string(),
+        error,
+    };
+    report.fail(fail_close, Status::new(Code::INTERNAL, e.to_string()));
+}
+
 /// A stage of a snapshot, run for one request.
 struct Stage<'a> {
     snapshot: &'a Snapshot,
@@ -79,13 +98,7 @@ impl Stage<'_> {
                 // The slot held a placeholder `Bool`: nothing to drop.
                 Ok(value) => std::mem::forget(std::mem::replace(v, value)),
                 Err(error) => {
-                    report.eval_errors += 1;
-                    let e = InstanceError {
-                        instance: instance.name.to_string(),
-                        field: field.path.to_string(),
-                        error,
-                    };
-                    report.fail(fail_close, Status::new(Code::INTERNAL, e.to_string()));
+                    instance_failed(report, fail_close, instance, &field.path, error);
                     return None;
                 }
             }
@@ -107,6 +120,25 @@ impl Stage<'_> {
             let kept: &'r Slot = slot?;
             return kept.output().map(Held::Slot);
         }
+        self.produce_fresh(instance, values, report, slot, generation)
+    }
+
+    /// The stage's outputs when the thread's slot had none for these values: from the shared
+    /// cache or the handler (kept out of line: repeats are the common case).
+    #[inline(never)]
+    fn produce_fresh<'r>(
+        &self,
+        instance: &CompiledInstance,
+        values: &[Value<'_>],
+        report: &mut ApaRunReport,
+        slot: Option<&'r mut Slot>,
+        generation: u64,
+    ) -> Option<Held<'r>> {
+        let entry = &self.snapshot.handlers[self.stage.handler];
+        let producer = entry.handler.as_attribute_producer()?;
+        let fail_close = entry.failure_policy == FailurePolicy::FailClose;
+        let cache = &self.stage.cache;
+        let (id, now) = (cache.id(), self.ctx.monotonic);
         let lend = |expires, output| match slot {
             Some(s) if Slot::keeps(values) => {
                 Held::Slot(s.keep(id, generation, values, expires, output))

@@ -1,7 +1,8 @@
 //! Running the attribute-producing (APA) chain on a request.
 //!
 //! Each stage evaluates its instance over the ingested attributes plus what earlier stages
-//! bound, asks its handler for outputs (or reuses cached ones, see [`cache`]), and keeps them
+//! bound, and gets its outputs (`produce`): the thread's previous ones when the values are the
+//! same (`reuse`), else the stage's shared cache ([`cache`]), else its handler; it keeps them
 //! for the request. The transform then reads the request through a view over the ingested bag:
 //! a bound attribute is evaluated from its stage's outputs each time it is read (bindings are
 //! `$out.x | default`, cheaper than keeping a slot per binding), nothing is copied, and bound

@@ -5,7 +5,7 @@
 //! field (a JWT stage's token) is keyed by the string's bytes in place, without a copy; any
 //! other instance by its values encoded into a reused per-thread buffer.
 //!
-//! Each thread's last outputs per stage sit in front of this cache ([`super::reuse`]): a
+//! Each thread's last outputs per stage sit in front of this cache (`apa::reuse`): a
 //! request repeating the thread's previous values never gets here.
 
 use std::cell::RefCell;

@@ -34,7 +34,7 @@ pub(super) fn produce<'r>(
         ($size:expr) => {{
             let mut values = std::mem::ManuallyDrop::new([const { Value::Bool(false) }; $size]);
             let r = run.produce(instance, bag, report, slot, &mut values[..n]);
-            for v in values.iter_mut() {
+            for v in values.iter_mut().take(n) {
                 if v.owns_memory() {
                     drop(std::mem::replace(v, Value::Bool(false)));
                 }

@@ -128,6 +128,40 @@ impl Expression {
         self.inner.program.eval(bag, refs)
     }
 
+    /// [`Expression::eval`], with `attribute | constant` read in place when the bag stores a
+    /// value of the attribute's type or none (no call into the interpreter): for callers that
+    /// evaluate many such fields per request.
+    #[inline(always)]
+    pub fn eval_inline<'s>(
+        &'s self,
+        bag: &'s dyn Bag,
+        refs: &mut impl ReferenceRecorder,
+    ) -> Result<Value<'s>, EvalError> {
+        if let Some((id, ty, default)) = self.attribute_or() {
+            match bag.get_stored(id) {
+                Some(Some(v)) if v.value_type() == ty => {
+                    refs.attribute(id, true);
+                    return Ok(v.reborrow());
+                }
+                Some(None) => {
+                    refs.attribute(id, false);
+                    return Ok(default.reborrow());
+                }
+                _ => {}
+            }
+        }
+        self.eval(bag, refs)
+    }
+
+    /// `(attribute, its type, the constant default)` when the expression is `attribute |
+    /// constant`: a caller can read the attribute itself and skip the interpreter when the bag
+    /// stores a value of that type, or stores none (the default applies). Anything else, such
+    /// as a value of another type, must go through [`Expression::eval`].
+    #[inline]
+    pub fn attribute_or(&self) -> Option<(AttrId, ValueType, &Value<'static>)> {
+        self.inner.program.attribute_or()
+    }
+
     /// Evaluates a BOOL expression (a rule's `match`).
     pub fn eval_bool(
         &self,

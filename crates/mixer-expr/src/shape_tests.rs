@@ -63,3 +63,48 @@ fn simple_forms_match_the_stack_machine() {
         }
     }
 }
+
+#[test]
+fn attribute_or_read_in_place_and_eval_inline_give_what_eval_gives() {
+    let vocab = Vocabulary::istio();
+    for text in [
+        "source.principal | \"\"",
+        "request.size | 0",
+        "source.labels | emptyStringMap()",
+    ] {
+        let e = crate::compile(text, &vocab).unwrap();
+        let (id, ty, default) = e.attribute_or().unwrap_or_else(|| panic!("{text}"));
+        for bag in bags() {
+            // What a caller does with it: the stored value of the right type, or the default
+            // when none is stored; anything else goes to `eval`.
+            let direct = match mixer_attr::Bag::get_stored(&bag, id) {
+                Some(Some(v)) if v.value_type() == ty => Some(v.reborrow()),
+                Some(None) => Some(default.reborrow()),
+                _ => None,
+            };
+            match direct {
+                Some(v) => assert_eq!(Ok(v), e.eval(&bag, &mut ()), "{text} on {bag:?}"),
+                None => assert!(e.eval(&bag, &mut ()).is_err(), "{text} on {bag:?}"),
+            }
+            // `eval_inline` does that: same value or error, same recorded references.
+            let (mut r1, mut r2) = (ReferencedAttributes::new(), ReferencedAttributes::new());
+            assert_eq!(
+                e.eval_inline(&bag, &mut r1),
+                e.eval(&bag, &mut r2),
+                "{text}"
+            );
+            assert_eq!(r1, r2, "{text} on {bag:?}");
+        }
+    }
+    for text in [
+        "source.principal",
+        "source.labels[\"app\"] | \"\"",
+        "\"x\"",
+        "a | b",
+    ] {
+        let Ok(e) = crate::compile(text, &vocab) else {
+            continue;
+        };
+        assert!(e.attribute_or().is_none(), "{text}");
+    }
+}

@@ -293,6 +293,15 @@ impl Program {
         }
     }
 
+    /// See [`crate::Expression::attribute_or`].
+    #[inline]
+    pub(crate) fn attribute_or(&self) -> Option<(AttrId, ValueType, &Value<'static>)> {
+        match (self.shape, &self.tests) {
+            (Shape::AttrOr(id, ty, c), None) => Some((id, ty, self.consts.get(c as usize)?)),
+            _ => None,
+        }
+    }
+
     /// Evaluates to a value.
     #[inline]
     pub(crate) fn eval<'s, R: ReferenceRecorder>(

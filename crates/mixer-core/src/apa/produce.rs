@@ -94,7 +94,8 @@ impl Stage<'_> {
         // Read before producing: outputs kept under it may be newer than it, never older.
         let generation = producer.generation();
         for (v, field) in values.iter_mut().zip(&instance.fields) {
-            match field.expr.eval(bag, &mut ()) {
+            // `attribute | constant` (nearly every field of Istio's instances) read in place.
+            match field.expr.eval_inline(bag, &mut ()) {
                 // The slot held a placeholder `Bool`: nothing to drop.
                 Ok(value) => std::mem::forget(std::mem::replace(v, value)),
                 Err(error) => {

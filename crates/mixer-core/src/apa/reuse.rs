@@ -9,7 +9,9 @@
 //! on the same thread finds them taken and goes without.
 //!
 //! Slots are tagged with their stage's id (unique to one stage of one snapshot), so a slot
-//! never answers for another stage or config.
+//! never answers for another stage or config. A thread keeps one slot per stage position of the
+//! longest chain it ran: after a config swap, the old outputs (and what they hold, such as a
+//! handler's compiled templates) stay alive until the thread's next request replaces them.
 //!
 //! [`Produced::reusable`]: crate::adapter::Produced::reusable
 //! [`generation`]: crate::adapter::AttributeProducer::generation

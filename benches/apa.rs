@@ -80,6 +80,15 @@ const APP: &str = "app7";
 const PRINCIPAL: &str = "https://issuer.example/user-rs256";
 const OPERATION: &str = "op42";
 
+/// The labels `inventory()` gives the pod of `app`.
+fn pod_labels(app: &str) -> Value<'static> {
+    let mut labels = StringMap::new();
+    labels.insert("app".into(), app.into());
+    labels.insert("version".into(), "v1".into());
+    labels.insert("pod-template-hash".into(), "5b9f7c8d4".into());
+    Value::string_map(labels)
+}
+
 /// Allows a request only when the three attributes have exactly the values above.
 fn expecting_produced_values() -> String {
     CHECK_RULES
@@ -282,13 +291,9 @@ fn bench(c: &mut Criterion) {
         )
         .with(wk::DESTINATION_PORT, Value::Int64(9080));
     // The baseline's request carries what the chain produces for `bag`.
-    let mut labels = StringMap::new();
-    labels.insert("app".into(), APP.into());
-    labels.insert("version".into(), "v1".into());
-    labels.insert("pod-template-hash".into(), "5b9f7c8d4".into());
     let produced = bag
         .clone()
-        .with(wk::SOURCE_LABELS, Value::string_map(labels))
+        .with(wk::SOURCE_LABELS, pod_labels(APP))
         .with(
             vocab.lookup("request.auth.principal").unwrap(),
             Value::str(PRINCIPAL),
@@ -332,13 +337,9 @@ fn bench(c: &mut Criterion) {
                     vocab.lookup("request.path").unwrap(),
                     Value::String(format!("/r{}/{i}/items/{i}?x=1", 50 + i).into()),
                 );
-            let mut labels = StringMap::new();
-            labels.insert("app".into(), format!("app{i}"));
-            labels.insert("version".into(), "v1".into());
-            labels.insert("pod-template-hash".into(), "5b9f7c8d4".into());
             let plain = produced
                 .clone()
-                .with(wk::SOURCE_LABELS, Value::string_map(labels))
+                .with(wk::SOURCE_LABELS, pod_labels(&format!("app{i}")))
                 .with(
                     vocab.lookup("api.operation").unwrap(),
                     Value::String(format!("op{}", 50 + i).into()),

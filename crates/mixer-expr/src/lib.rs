@@ -137,18 +137,10 @@ impl Expression {
         bag: &'s dyn Bag,
         refs: &mut impl ReferenceRecorder,
     ) -> Result<Value<'s>, EvalError> {
-        if let Some((id, ty, default)) = self.attribute_or() {
-            match bag.get_stored(id) {
-                Some(Some(v)) if v.value_type() == ty => {
-                    refs.attribute(id, true);
-                    return Ok(v.reborrow());
-                }
-                Some(None) => {
-                    refs.attribute(id, false);
-                    return Ok(default.reborrow());
-                }
-                _ => {}
-            }
+        if let Some((id, ty, default)) = self.attribute_or()
+            && let Some(v) = vm::stored_or(bag, refs, id, ty, default)
+        {
+            return Ok(v);
         }
         self.eval(bag, refs)
     }

@@ -214,6 +214,31 @@ fn owns(v: &Value<'_>) -> bool {
     v.owns_memory()
 }
 
+/// `attribute | default` settled from what `bag` stores, as the interpreter would settle it: the
+/// stored value when it has type `ty`, `default` when none is stored (both recorded in `refs`).
+/// `None` when the bag stores nothing for `id` (it computes values on read) or a value of
+/// another type: the caller's general path decides those.
+#[inline(always)]
+pub(crate) fn stored_or<'s, R: ReferenceRecorder>(
+    bag: &'s dyn Bag,
+    refs: &mut R,
+    id: AttrId,
+    ty: ValueType,
+    default: &'s Value<'static>,
+) -> Option<Value<'s>> {
+    match bag.get_stored(id)? {
+        Some(v) if v.value_type() == ty => {
+            refs.attribute(id, true);
+            Some(v.reborrow())
+        }
+        Some(_) => None,
+        None => {
+            refs.attribute(id, false);
+            Some(default.reborrow())
+        }
+    }
+}
+
 /// Drops a value, calling the out-of-line destructor only when it owns memory.
 #[inline(always)]
 fn discard(v: Value<'_>) {
@@ -496,16 +521,10 @@ impl Program {
             }
             Shape::AttrOr(id, ty, c) => {
                 // The common case first: a stored value of the right type, or none stored.
-                match bag.get_stored(id) {
-                    Some(Some(v)) if v.value_type() == ty => {
-                        refs.attribute(id, true);
-                        return Ok(v.reborrow());
-                    }
-                    Some(None) => {
-                        refs.attribute(id, false);
-                        return self.constant(c);
-                    }
-                    _ => {}
+                if let Some(default) = self.consts.get(c as usize)
+                    && let Some(v) = stored_or(bag, refs, id, ty, default)
+                {
+                    return Ok(v);
                 }
                 return match self.load(bag, refs, id, ty)? {
                     Some(v) => Ok(v),

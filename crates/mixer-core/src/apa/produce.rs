@@ -5,7 +5,7 @@ use mixer_attr::{Bag, Value};
 
 use super::reuse::Slot;
 use super::{ApaRunReport, Held, INLINE_FIELDS};
-use crate::adapter::ApaContext;
+use crate::adapter::{ApaContext, AttributeProducer};
 use crate::instance::{CompiledInstance, InstanceError, InstanceView};
 use crate::pal::MonoTime;
 use crate::snapshot::{ApaStage, FailurePolicy, Snapshot};
@@ -23,8 +23,10 @@ pub(super) fn produce<'r>(
 ) -> Option<Held<'r>> {
     let instance = &snapshot.instances[stage.instance];
     let n = instance.fields.len();
+    let entry = &snapshot.handlers[stage.handler];
     let run = Stage {
-        snapshot,
+        producer: entry.handler.as_attribute_producer()?,
+        fail_close: entry.failure_policy == FailurePolicy::FailClose,
         stage,
         ctx,
     };
@@ -74,7 +76,8 @@ fn instance_failed(
 
 /// A stage of a snapshot, run for one request.
 struct Stage<'a> {
-    snapshot: &'a Snapshot,
+    producer: &'a dyn AttributeProducer,
+    fail_close: bool,
     stage: &'a ApaStage,
     ctx: &'a ApaContext<'a>,
 }
@@ -88,18 +91,15 @@ impl Stage<'_> {
         slot: Option<&'r mut Slot>,
         values: &mut [Value<'b>],
     ) -> Option<Held<'r>> {
-        let entry = &self.snapshot.handlers[self.stage.handler];
-        let producer = entry.handler.as_attribute_producer()?;
-        let fail_close = entry.failure_policy == FailurePolicy::FailClose;
         // Read before producing: outputs kept under it may be newer than it, never older.
-        let generation = producer.generation();
+        let generation = self.producer.generation();
         for (v, field) in values.iter_mut().zip(&instance.fields) {
             // `attribute | constant` (nearly every field of Istio's instances) read in place.
             match field.expr.eval_inline(bag, &mut ()) {
                 // The slot held a placeholder `Bool`: nothing to drop.
                 Ok(value) => std::mem::forget(std::mem::replace(v, value)),
                 Err(error) => {
-                    instance_failed(report, fail_close, instance, &field.path, error);
+                    instance_failed(report, self.fail_close, instance, &field.path, error);
                     return None;
                 }
             }
@@ -135,9 +135,6 @@ impl Stage<'_> {
         slot: Option<&'r mut Slot>,
         generation: u64,
     ) -> Option<Held<'r>> {
-        let entry = &self.snapshot.handlers[self.stage.handler];
-        let producer = entry.handler.as_attribute_producer()?;
-        let fail_close = entry.failure_policy == FailurePolicy::FailClose;
         let cache = &self.stage.cache;
         let (id, now) = (cache.id(), self.ctx.monotonic);
         let lend = |expires, output| match slot {
@@ -152,7 +149,7 @@ impl Stage<'_> {
             return Some(lend(Some(expires), out));
         }
         let view = InstanceView { instance, values };
-        match producer.produce(&view, self.ctx) {
+        match self.producer.produce(&view, self.ctx) {
             Ok(p) => {
                 let expires: Option<Option<MonoTime>> = match p.cache_for.filter(|d| !d.is_zero()) {
                     Some(d) => {
@@ -169,7 +166,7 @@ impl Stage<'_> {
                 })
             }
             Err(status) => {
-                report.fail(fail_close, status);
+                report.fail(self.fail_close, status);
                 None
             }
         }
